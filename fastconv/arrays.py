@@ -1,0 +1,135 @@
+"""Array kinds in and out: NumPy, CuPy, Numba device arrays, PyTorch tensors.
+
+fastconv returns the kind of array it was given, on the same device.  This
+module recognises an array's kind without importing its library, moves it
+to the kind a backend computes on (zero-copy between device kinds through
+``__cuda_array_interface__``), and moves the result back.
+
+Kinds: ``"numpy"``, ``"torch-cpu"`` (host), ``"cupy"``, ``"numba"``,
+``"torch-cuda"`` (device).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["kind_of", "is_device_kind", "dtype_of", "shape_of", "to_native", "from_native"]
+
+HOST_KINDS = ("numpy", "torch-cpu")
+DEVICE_KINDS = ("cupy", "numba", "torch-cuda")
+
+
+def kind_of(x, op: str = "fastconv", name: str = "input") -> str:
+    """The array kind of ``x``, or TypeError naming the argument."""
+    if isinstance(x, np.ndarray):
+        return "numpy"
+    mod = type(x).__module__ or ""
+    if mod.startswith("torch") and hasattr(x, "is_cuda"):
+        return "torch-cuda" if x.is_cuda else "torch-cpu"
+    if mod.startswith("cupy") and hasattr(x, "__cuda_array_interface__"):
+        return "cupy"
+    if mod.startswith("numba") and hasattr(x, "copy_to_host"):
+        return "numba"
+    raise TypeError(f"{op}: {name} must be a NumPy, CuPy, Numba device or PyTorch array, "
+                    f"got {type(x).__module__}.{type(x).__name__}")
+
+
+def is_device_kind(kind: str) -> bool:
+    return kind in DEVICE_KINDS
+
+
+def dtype_of(x, kind: str) -> np.dtype:
+    """The NumPy dtype of ``x`` (TypeError for dtypes NumPy cannot name)."""
+    if kind.startswith("torch"):
+        name = str(x.dtype).replace("torch.", "")
+        try:
+            return np.dtype(name)
+        except TypeError:
+            return np.dtype("V")  # e.g. bfloat16: rejected by check_dtypes as unsupported
+    return np.dtype(x.dtype)
+
+
+def shape_of(x) -> tuple[int, ...]:
+    return tuple(int(s) for s in x.shape)
+
+
+# --------------------------------------------------------------------------
+# conversion to a backend's native kind and back
+# --------------------------------------------------------------------------
+def _to_numpy(x, kind):
+    if kind == "numpy":
+        return x
+    if kind == "torch-cpu":
+        return x.detach().resolve_conj().numpy()
+    if kind == "cupy":
+        return x.get()
+    if kind == "numba":
+        return x.copy_to_host()
+    if kind == "torch-cuda":
+        return x.detach().cpu().numpy()
+    raise AssertionError(kind)
+
+
+def _to_cupy(x, kind):
+    import cupy
+    if kind == "cupy":
+        return x
+    if kind in HOST_KINDS:
+        return cupy.asarray(_to_numpy(x, kind))
+    if kind == "torch-cuda":
+        x = x.detach()
+    return cupy.asarray(x)  # __cuda_array_interface__: no copy
+
+
+def _to_numba(x, kind):
+    from numba import cuda
+    if kind == "numba":
+        return x
+    if kind in HOST_KINDS:
+        return cuda.to_device(np.ascontiguousarray(_to_numpy(x, kind)))
+    if kind == "torch-cuda":
+        x = x.detach()
+    return cuda.as_cuda_array(x)
+
+
+def to_native(x, kind: str, native: str):
+    """Convert ``x`` (of ``kind``) to the backend's ``native`` kind."""
+    if x is None:
+        return None
+    if native == "numpy":
+        return _to_numpy(x, kind)
+    if native == "cupy":
+        return _to_cupy(x, kind)
+    if native == "numba":
+        return _to_numba(x, kind)
+    raise ValueError(f"unknown native array kind {native!r}")
+
+
+def from_native(y, native: str, kind: str, like=None):
+    """Convert a backend result ``y`` back to the caller's ``kind``."""
+    if y is None:
+        return None
+    if native == "numpy" and kind == "numpy":
+        return y
+    if kind == "numpy":
+        return y.get() if native == "cupy" else y.copy_to_host()
+    if kind == "torch-cpu":
+        import torch
+        host = y if native == "numpy" else from_native(y, native, "numpy")
+        return torch.from_numpy(np.ascontiguousarray(host))
+    if kind == "cupy":
+        import cupy
+        if native == "numpy":
+            return cupy.asarray(y)
+        return y if native == "cupy" else cupy.asarray(y)
+    if kind == "numba":
+        from numba import cuda
+        if native == "numpy":
+            return cuda.to_device(y)
+        return y if native == "numba" else cuda.as_cuda_array(y)
+    if kind == "torch-cuda":
+        import torch
+        device = like.device if like is not None else "cuda"
+        if native == "numpy":
+            return torch.from_numpy(np.ascontiguousarray(y)).to(device)
+        return torch.as_tensor(y, device=device)  # __cuda_array_interface__: no copy
+    raise ValueError(f"unknown array kind {kind!r}")

@@ -1,0 +1,52 @@
+"""Shared fixtures: fresh random inputs for every test, and the registry as parameters."""
+import os
+import zlib
+
+import numpy as np
+import pytest
+
+from fastconv import registry
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded differently on every run (set FASTCONV_SEED to replay one).
+
+    The seed is printed on failure through the test's ``rng_seed`` property so
+    a failing draw can be reproduced.
+    """
+    base = int(os.environ.get("FASTCONV_SEED", np.random.SeedSequence().entropy % 2**32))
+    seed = (base + zlib.crc32(request.node.nodeid.encode())) % 2**32
+    request.node.user_properties.append(("seed", base))
+    return np.random.default_rng(seed)
+
+
+def implementation_params(op):
+    """pytest params for every registered implementation of ``op`` (unavailable: skipped)."""
+    out = []
+    for impl in registry.implementations(op):
+        be = registry.get_backend(impl.backend)
+        reason = be.unavailable_reason()
+        marks = [pytest.mark.skip(reason=f"backend {impl.backend}: {reason}")] if reason else []
+        out.append(pytest.param(impl, id=impl.key, marks=marks))
+    return out
+
+
+def backend_params():
+    out = []
+    for be in registry.all_backends():
+        reason = be.unavailable_reason()
+        marks = [pytest.mark.skip(reason=f"backend {be.name}: {reason}")] if reason else []
+        out.append(pytest.param(be.name, id=be.name, marks=marks))
+    return out
+
+
+def pytest_report_header(config):
+    lines = []
+    for be in registry.all_backends():
+        reason = be.unavailable_reason()
+        lines.append(f"fastconv backend {be.name}: "
+                     + ("available" if reason is None else f"unavailable ({reason})"))
+    seed = os.environ.get("FASTCONV_SEED")
+    lines.append(f"FASTCONV_SEED={seed}" if seed else "FASTCONV_SEED unset: fresh random inputs")
+    return lines
