@@ -35,9 +35,9 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["fastconv", "fastconv.wrappers", "fastconv.kernels"],
+    packages=["fastconv", "fastconv.wrappers", "fastconv.cudaemu", "fastconv.perf", "fastconv.kernels"],
     package_dir={"fastconv": "fastconv", "fastconv.kernels": "kernels"},
-    package_data={"fastconv.kernels": ["*.cu", "*.cuh"]},
+    package_data={"fastconv.kernels": ["*.cu", "*.cuh"], "fastconv.cudaemu": ["*.h"]},
     include_package_data=True,
     install_requires=["numpy>=1.24"],
     extras_require={

@@ -44,7 +44,7 @@ CONV_TRANSPOSE2D = [
                                   "output_padding": (2, 1)}),
     ((2, 4, 4, 4), (4, 2, 3, 3), {"groups": 2, "padding": 1}),
     ((1, 2, 5, 5), (2, 3, 3, 3), {"dilation": 2, "padding": 2}),
-    ((1, 3, 4, 4), (3, 2, 2, 3), {"dilation": (2, 1), "output_padding": 1, "stride": 1}),
+    ((1, 3, 4, 4), (3, 2, 2, 3), {"dilation": (2, 1), "output_padding": (1, 0), "stride": 1}),
     ((1, 3, 4, 4), (3, 1, 3, 3), {"groups": 3, "stride": 2}),    # depthwise
     ((2, 3, 3), (2, 3, 3, 3), {"stride": 2}),                    # unbatched
 ]

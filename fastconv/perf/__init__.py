@@ -1,0 +1,1 @@
+"""Benchmark suite definitions, machine ceilings, report generation (fastconv bench)."""
