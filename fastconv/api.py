@@ -41,6 +41,9 @@ def _resolve(op: str, params, kind: str, backend, algorithm) -> registry.Impleme
         order = GPU_PREFERENCE if arrays.is_device_kind(kind) else CPU_PREFERENCE
         reasons = []
         for name in order:
+            if not registry.has_backend(name):
+                reasons.append(f"{name}: not part of this installation")
+                continue
             be = registry.get_backend(name)
             why = be.unavailable_reason()
             if why is None and dtype not in be.dtypes:

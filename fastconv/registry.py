@@ -162,6 +162,11 @@ def get_backend(name: str) -> Backend:
     return _backends[name]
 
 
+def has_backend(name: str) -> bool:
+    _load()
+    return name in _backends
+
+
 def all_backends() -> list[Backend]:
     _load()
     return list(_backends.values())
