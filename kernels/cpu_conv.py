@@ -1,0 +1,365 @@
+"""CPU (Numba ``@njit``) convolution kernels: direct, im2col, transposed (gather and col2im).
+
+Formulas (index notation, cross-correlation, NCHW, ``g = o // (C_out/G)``)::
+
+    conv2d:           y[n,o,oy,ox] = b[o] + sum_{c,i,j} xp[n, g*Cg+c, oy*sh + i*dh, ox*sw + j*dw]
+                                                      * w[o, c, i, j]
+    conv_transpose2d: y[n,o,oy,ox] = b[o] + sum_{c,i,j : oy+ph-i*dh = iy*sh, ox+pw-j*dw = ix*sw}
+                                             x[n, g*Cg+c, iy, ix] * w[g*Cg+c, o-g*Og, i, j]
+
+``xp`` is the input padded by (top, bottom, left, right) in the padding mode.
+No kernel here copies the padded input: padding is an *index map* per axis
+(``rmap[padded_row] -> source row``, ``cmap[padded_col] -> source col``,
+-1 for a zero), built by :func:`padding_index_map`.  Layouts: C-contiguous
+NCHW float32/float64 (one compiled specialization per dtype), int64 maps.
+
+FLOPs: conv2d 2*N*Co*Ho*Wo*Cg*kh*kw; transposed 2*N*Ci*H*W*Og*kh*kw.
+Minimum bytes: input + weight + output, once each.
+
+Parallel decomposition (``prange``, Numba's OpenMP layer, 2 threads here):
+work is cut into tasks that never write the same output element (no
+atomics, deterministic); tasks are dealt round-robin to ``nworkers`` slots so
+each slot owns one row of a scratch array allocated once by the caller (no
+allocation inside the parallel region, no page faults).
+
+Versions:
+1. conv2d_direct: per task (n, group, block of <=4 output channels, block of
+   output rows).  Each padded input row needed is built once into a
+   scratch row (interior copied, pad columns through cmap), then
+   accumulated into <=4 output rows at once.  The innermost loop runs along
+   the contiguous output row (vectorizes to vfmadd ymm with fastmath); for
+   kw == 3 the three taps are fused in one pass (3 FMAs per store) and two
+   output channels share each input load.  No workspace beyond one row.
+2. im2col_fill: columns (Cg*kh*kw [+1 row of ones for the bias], nb*rows*cols)
+   for a chunk of images / output rows / output columns; the GEMM is done
+   by the caller with BLAS (NumPy matmul -> OpenBLAS sgemm/dgemm).  Interior
+   columns are plain strided copies, only padding columns use cmap.
+3. conv_transpose2d_direct: gather form, per task (n, o, rows): every
+   output row sums its contributing input rows (no scatter across tasks).
+4. col2im_add: the GEMM + col2im transposed convolution's second half:
+   per (n, o) plane, adds the (kh, kw) column planes into the output in a
+   fixed order (deterministic).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["padding_index_map", "conv2d_direct", "im2col_fill", "conv_transpose2d_direct",
+           "col2im_add", "add_bias"]
+
+
+def padding_index_map(size: int, lo: int, hi: int, mode: str) -> np.ndarray:
+    """int64 map from padded position ``p`` in ``[0, lo+size+hi)`` to a source index or -1.
+
+    Modes as PyTorch's ``F.pad``: zeros (-1: the value is 0), reflect (mirror
+    without repeating the edge), replicate (the edge repeated), circular (wrap).
+    """
+    p = np.arange(-lo, size + hi, dtype=np.int64)
+    if mode == "zeros":
+        return np.where((p >= 0) & (p < size), p, -1)
+    if mode == "reflect":
+        m = np.abs(p)
+        return np.where(m >= size, 2 * (size - 1) - m, m)  # pad < size is checked upstream
+    if mode == "replicate":
+        return np.clip(p, 0, size - 1)
+    if mode == "circular":
+        return np.mod(p, size)
+    raise ValueError(f"unknown padding mode {mode!r}")
+
+
+@njit(cache=True, inline="always")
+def _build_row(src, c, sr, cmap, pl, row):
+    """row[:] = padded input row ``sr`` of channel ``c``: interior copied, pads via cmap."""
+    wsrc = src.shape[2]
+    for xp in range(pl):
+        s = cmap[xp]
+        row[xp] = src[c, sr, s] if s >= 0 else 0.0
+    for xi in range(wsrc):
+        row[pl + xi] = src[c, sr, xi]
+    for xp in range(pl + wsrc, cmap.shape[0]):
+        s = cmap[xp]
+        row[xp] = src[c, sr, s] if s >= 0 else 0.0
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def conv2d_direct(x, w, b, has_bias, out, rmap, cmap, pl, sh, sw, dh, dw, groups,
+                  rows_per_task, nworkers, scratch):
+    """Register-blocked direct convolution (version 1 of the header); writes ``out``.
+
+    x: (N, C, H, W); w: (Co, Cg, kh, kw); out: (N, Co, Ho, Wo); scratch:
+    (nworkers, >= len(cmap)).  ``rows_per_task`` output rows per task.
+    """
+    n_img, _c, _h, _w = x.shape
+    c_out, cg, kh, kw = w.shape
+    ho, wo = out.shape[2], out.shape[3]
+    og = c_out // groups
+    cob = 4
+    nblk = (og + cob - 1) // cob
+    nyb = (ho + rows_per_task - 1) // rows_per_task
+    total = n_img * groups * nblk * nyb
+    for wk in prange(nworkers):
+        row = scratch[wk]
+        for t in range(wk, total, nworkers):
+            yb = t % nyb
+            r = t // nyb
+            blk = r % nblk
+            r = r // nblk
+            g = r % groups
+            n = r // groups
+            co0 = g * og + blk * cob
+            nco = min(cob, (g + 1) * og - co0)
+            xn = x[n]
+            y0 = yb * rows_per_task
+            y1 = min(ho, y0 + rows_per_task)
+            for oy in range(y0, y1):
+                for k in range(nco):
+                    bv = b[co0 + k] if has_bias else 0.0
+                    orow = out[n, co0 + k, oy]
+                    for ox in range(wo):
+                        orow[ox] = bv
+                for ci in range(cg):
+                    c = g * cg + ci
+                    for i in range(kh):
+                        sr = rmap[oy * sh + i * dh]
+                        if sr < 0:
+                            continue
+                        _build_row(xn, c, sr, cmap, pl, row)
+                        k = 0
+                        while k < nco:
+                            if k + 1 < nco:  # two output channels share each input load
+                                o0 = out[n, co0 + k, oy]
+                                o1 = out[n, co0 + k + 1, oy]
+                                if kw == 3:
+                                    a0 = w[co0 + k, ci, i, 0]
+                                    a1 = w[co0 + k, ci, i, 1]
+                                    a2 = w[co0 + k, ci, i, 2]
+                                    b0 = w[co0 + k + 1, ci, i, 0]
+                                    b1 = w[co0 + k + 1, ci, i, 1]
+                                    b2 = w[co0 + k + 1, ci, i, 2]
+                                    if sw == 1:
+                                        for ox in range(wo):
+                                            v0 = row[ox]
+                                            v1 = row[ox + dw]
+                                            v2 = row[ox + 2 * dw]
+                                            o0[ox] += a0 * v0 + a1 * v1 + a2 * v2
+                                            o1[ox] += b0 * v0 + b1 * v1 + b2 * v2
+                                    else:
+                                        for ox in range(wo):
+                                            q = ox * sw
+                                            v0 = row[q]
+                                            v1 = row[q + dw]
+                                            v2 = row[q + 2 * dw]
+                                            o0[ox] += a0 * v0 + a1 * v1 + a2 * v2
+                                            o1[ox] += b0 * v0 + b1 * v1 + b2 * v2
+                                else:
+                                    for j in range(kw):
+                                        a0 = w[co0 + k, ci, i, j]
+                                        b0 = w[co0 + k + 1, ci, i, j]
+                                        off = j * dw
+                                        if sw == 1:
+                                            for ox in range(wo):
+                                                v = row[ox + off]
+                                                o0[ox] += a0 * v
+                                                o1[ox] += b0 * v
+                                        else:
+                                            for ox in range(wo):
+                                                v = row[ox * sw + off]
+                                                o0[ox] += a0 * v
+                                                o1[ox] += b0 * v
+                                k += 2
+                            else:
+                                o0 = out[n, co0 + k, oy]
+                                if kw == 3:
+                                    a0 = w[co0 + k, ci, i, 0]
+                                    a1 = w[co0 + k, ci, i, 1]
+                                    a2 = w[co0 + k, ci, i, 2]
+                                    if sw == 1:
+                                        for ox in range(wo):
+                                            o0[ox] += (a0 * row[ox] + a1 * row[ox + dw]
+                                                       + a2 * row[ox + 2 * dw])
+                                    else:
+                                        for ox in range(wo):
+                                            q = ox * sw
+                                            o0[ox] += (a0 * row[q] + a1 * row[q + dw]
+                                                       + a2 * row[q + 2 * dw])
+                                else:
+                                    for j in range(kw):
+                                        a0 = w[co0 + k, ci, i, j]
+                                        off = j * dw
+                                        if sw == 1:
+                                            for ox in range(wo):
+                                                o0[ox] += a0 * row[ox + off]
+                                        else:
+                                            for ox in range(wo):
+                                                o0[ox] += a0 * row[ox * sw + off]
+                                k += 1
+
+
+@njit(parallel=True, cache=True)
+def im2col_fill(x, n0, nb, c0, cg, kh, kw, rmap, cmap, pl, sh, sw, dh, dw,
+                y0, y1, x0, x1, ones_row, cols):
+    """cols[(c,i,j), ((n-n0)*(y1-y0) + (oy-y0))*(x1-x0) + (ox-x0)] = xp[n, c0+c, ...].
+
+    cols: (cg*kh*kw + ones_row, nb*(y1-y0)*(x1-x0)); row ``cg*kh*kw`` is all
+    ones when ``ones_row`` (the GEMM then adds the bias from an extra
+    weight column).  Parallel over the kh*kw*cg rows.
+    """
+    w_in = x.shape[3]
+    nrow = y1 - y0
+    ncol = x1 - x0
+    krows = cg * kh * kw
+    for k in prange(krows + ones_row):
+        if k == krows:
+            for q in range(cols.shape[1]):
+                cols[k, q] = 1.0
+            continue
+        c = k // (kh * kw)
+        rr = k % (kh * kw)
+        i = rr // kw
+        j = rr % kw
+        off = j * dw - pl
+        # ox in [lo, hi): source column ox*sw + off inside the input (plain copy)
+        lo = x0
+        while lo < x1 and lo * sw + off < 0:
+            lo += 1
+        hi = x1
+        while hi > lo and (hi - 1) * sw + off >= w_in:
+            hi -= 1
+        for nn in range(nb):
+            for oy in range(y0, y1):
+                base = (nn * nrow + oy - y0) * ncol - x0
+                sr = rmap[oy * sh + i * dh]
+                if sr < 0:
+                    for ox in range(x0, x1):
+                        cols[k, base + ox] = 0.0
+                    continue
+                src = x[n0 + nn, c0 + c, sr]
+                for ox in range(x0, lo):
+                    s = cmap[ox * sw + j * dw]
+                    cols[k, base + ox] = src[s] if s >= 0 else 0.0
+                if sw == 1:
+                    for ox in range(lo, hi):
+                        cols[k, base + ox] = src[ox + off]
+                else:
+                    for ox in range(lo, hi):
+                        cols[k, base + ox] = src[ox * sw + off]
+                for ox in range(hi, x1):
+                    s = cmap[ox * sw + j * dw]
+                    cols[k, base + ox] = src[s] if s >= 0 else 0.0
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def conv_transpose2d_direct(x, w, b, has_bias, out, sh, sw, ph, pw, dh, dw, groups,
+                            rows_per_task):
+    """Gather-form transposed convolution (version 3); writes ``out``.
+
+    x: (N, Ci, H, W); w: (Ci, Og, kh, kw); out: (N, Co, Ho, Wo).  Task
+    (n, o, row block); each output row gathers ``x[n, c, iy, ix] * w`` over
+    the taps that land on it: iy = (oy + ph - i*dh)/sh when divisible.
+    """
+    n_img, c_in, h, w_in = x.shape
+    _ci, og, kh, kw = w.shape
+    c_out, ho, wo = out.shape[1], out.shape[2], out.shape[3]
+    cg = c_in // groups
+    nyb = (ho + rows_per_task - 1) // rows_per_task
+    total = n_img * c_out * nyb
+    for t in prange(total):
+        yb = t % nyb
+        r = t // nyb
+        o = r % c_out
+        n = r // c_out
+        g = o // og
+        oo = o - g * og
+        y0 = yb * rows_per_task
+        y1 = min(ho, y0 + rows_per_task)
+        for oy in range(y0, y1):
+            orow = out[n, o, oy]
+            bv = b[o] if has_bias else 0.0
+            for ox in range(wo):
+                orow[ox] = bv
+            for i in range(kh):
+                ty = oy + ph - i * dh
+                if ty < 0 or ty % sh != 0:
+                    continue
+                iy = ty // sh
+                if iy >= h:
+                    continue
+                for j in range(kw):
+                    # ox = ix*sw - pw + j*dw for ix in [ix0, ix1)
+                    base = j * dw - pw
+                    ix0 = 0
+                    if base < 0:
+                        ix0 = (-base + sw - 1) // sw
+                    ix1 = min(w_in, (wo - 1 - base) // sw + 1) if wo - 1 - base >= 0 else 0
+                    if ix1 <= ix0:
+                        continue
+                    for ci in range(cg):
+                        c = g * cg + ci
+                        wv = w[c, oo, i, j]
+                        xrow = x[n, c, iy]
+                        if sw == 1:
+                            for ix in range(ix0, ix1):
+                                orow[ix + base] += wv * xrow[ix]
+                        else:
+                            for ix in range(ix0, ix1):
+                                orow[ix * sw + base] += wv * xrow[ix]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def col2im_add(cols, out, n, o0, og, kh, kw, iy0, iy1, w_in, sh, sw, ph, pw, dh, dw):
+    """out[n, o0+o, iy*sh - ph + i*dh, ix*sw - pw + j*dw] += cols[(o,i,j), (iy-iy0)*W + ix].
+
+    Version 4: one task per output plane o (no two tasks share an output
+    element); taps in a fixed order, so the result is deterministic.
+    """
+    ho, wo = out.shape[2], out.shape[3]
+    for o in prange(og):
+        plane = out[n, o0 + o]
+        for i in range(kh):
+            for j in range(kw):
+                k = (o * kh + i) * kw + j
+                base = j * dw - pw
+                ix0 = 0
+                if base < 0:
+                    ix0 = (-base + sw - 1) // sw
+                ix1 = min(w_in, (wo - 1 - base) // sw + 1) if wo - 1 - base >= 0 else 0
+                if ix1 <= ix0:
+                    continue
+                for iy in range(iy0, iy1):
+                    oy = iy * sh - ph + i * dh
+                    if oy < 0 or oy >= ho:
+                        continue
+                    src = (iy - iy0) * w_in
+                    orow = plane[oy]
+                    if sw == 1:
+                        for ix in range(ix0, ix1):
+                            orow[ix + base] += cols[k, src + ix]
+                    else:
+                        for ix in range(ix0, ix1):
+                            orow[ix * sw + base] += cols[k, src + ix]
+
+
+@njit(parallel=True, cache=True)
+def add_bias(out, b):
+    """out[n, o] += b[o], parallel over (n, o) planes; out: (N, Co, P)."""
+    n_img, c_out, npix = out.shape
+    for t in prange(n_img * c_out):
+        n = t // c_out
+        o = t % c_out
+        bv = b[o]
+        plane = out[n, o]
+        for q in range(npix):
+            plane[q] += bv
+
+
+@njit(parallel=True, cache=True)
+def fill_bias(out, b, has_bias):
+    """out[n, o, :] = b[o] (or 0): the starting value col2im accumulates onto."""
+    n_img, c_out, npix = out.shape
+    for t in prange(n_img * c_out):
+        o = t % c_out
+        bv = b[o] if has_bias else 0.0
+        plane = out[t // c_out, o]
+        for q in range(npix):
+            plane[q] = bv

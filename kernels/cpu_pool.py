@@ -1,0 +1,183 @@
+"""CPU (Numba ``@njit``) pooling kernels: max (with indices), avg, adaptive avg/max.
+
+Formulas (NCHW, per (n, c) plane; window of output (oy, ox) starts at
+``(oy*sh - ph, ox*sw - pw)`` with dilated taps ``(i*dh, j*dw)``)::
+
+    max:  y = max over in-bounds taps, PyTorch's rule (``reference.max_with_indices``):
+          start at -inf with the index of the first in-bounds tap; a tap
+          replaces the running max when ``v > max or isnan(v)`` (NaN wins,
+          the last NaN's index is kept, the first of equal maxima wins);
+          indices are flat ``h*W + w`` in the unpadded plane, int64.
+    avg:  y = (sum over in-bounds taps) / divisor[oy, ox]   (divisor: ``reference.avg_divisors``)
+    adaptive: window rows [floor(oy*H/Ho), ceil((oy+1)*H/Ho)), same for columns.
+
+Layouts: C-contiguous NCHW float32/float64; indices int64.  Work: one
+compare/add per tap; minimum bytes: input once + output once (+ 8 bytes per
+output for indices).  These ops are memory-bound.
+
+Parallel decomposition: ``prange`` over the N*C planes (2 threads here);
+inside a plane, output rows are processed tap by tap *along the row*: for a
+fixed tap (i, j) the loop over ``ox`` is independent per output element and
+is written branch-free (compare + select, unconditional stores) so LLVM
+vectorizes it.  Processing taps in row-major order per output element keeps
+PyTorch's update order, so values and indices are exact.  Only in-bounds taps
+are visited (padding is -inf for max, 0 for avg: it never changes a result).
+No fastmath on max pooling: it would fold away the ``v != v`` NaN test.
+
+Versions:
+1. row-wise tap loops (this file).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["max_pool2d_rows", "avg_pool2d_rows", "adaptive_avg_pool2d_planes",
+           "adaptive_max_pool2d_planes"]
+
+
+@njit(cache=True, inline="always")
+def _col_range(wo, sw, off, w_in):
+    """[lo, hi) of ox with 0 <= ox*sw + off < w_in."""
+    lo = 0
+    if off < 0:
+        lo = (-off + sw - 1) // sw
+    if w_in - 1 - off < 0:
+        return lo, lo
+    hi = min(wo, (w_in - 1 - off) // sw + 1)
+    return lo, max(lo, hi)
+
+
+@njit(parallel=True, cache=True)
+def max_pool2d_rows(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw):
+    """out[n,c,oy,ox] (and idx) by PyTorch's max rule; x: (N,C,H,W), out/idx: (N,C,Ho,Wo)."""
+    n_img, ch, h, w_in = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    ninf = -np.inf
+    for t in prange(n_img * ch):
+        n = t // ch
+        c = t % ch
+        plane = x[n, c]
+        for oy in range(ho):
+            hs = oy * sh - ph
+            h0 = hs
+            while h0 < 0:
+                h0 += dh
+            orow = out[n, c, oy]
+            for ox in range(wo):
+                orow[ox] = ninf
+            if want_idx:
+                irow = idx[n, c, oy]
+                for ox in range(wo):
+                    w0 = ox * sw - pw
+                    while w0 < 0:
+                        w0 += dw
+                    irow[ox] = h0 * w_in + w0
+            for i in range(kh):
+                r = hs + i * dh
+                if r < 0 or r >= h:
+                    continue
+                src = plane[r]
+                for j in range(kw):
+                    off = j * dw - pw
+                    lo, hi = _col_range(wo, sw, off, w_in)
+                    if want_idx:
+                        irow = idx[n, c, oy]
+                        rbase = r * w_in + off
+                        for ox in range(lo, hi):
+                            v = src[ox * sw + off]
+                            m = orow[ox]
+                            take = (v > m) or (v != v)
+                            orow[ox] = v if take else m
+                            irow[ox] = rbase + ox * sw if take else irow[ox]
+                    else:
+                        for ox in range(lo, hi):
+                            v = src[ox * sw + off]
+                            m = orow[ox]
+                            take = (v > m) or (v != v)
+                            orow[ox] = v if take else m
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def avg_pool2d_rows(x, out, divisor, kh, kw, sh, sw, ph, pw):
+    """out = (sum of in-bounds taps) / divisor[oy, ox]; divisor: (Ho, Wo) float64."""
+    n_img, ch, h, w_in = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    for t in prange(n_img * ch):
+        n = t // ch
+        c = t % ch
+        plane = x[n, c]
+        for oy in range(ho):
+            orow = out[n, c, oy]
+            for ox in range(wo):
+                orow[ox] = 0.0
+            hs = oy * sh - ph
+            for i in range(kh):
+                r = hs + i
+                if r < 0 or r >= h:
+                    continue
+                src = plane[r]
+                for j in range(kw):
+                    off = j - pw
+                    lo, hi = _col_range(wo, sw, off, w_in)
+                    if sw == 1:
+                        for ox in range(lo, hi):
+                            orow[ox] += src[ox + off]
+                    else:
+                        for ox in range(lo, hi):
+                            orow[ox] += src[ox * sw + off]
+            drow = divisor[oy]
+            for ox in range(wo):
+                orow[ox] = orow[ox] / drow[ox]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def adaptive_avg_pool2d_planes(x, out):
+    """Adaptive average pooling, one task per (n, c) plane."""
+    n_img, ch, h, w_in = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    for t in prange(n_img * ch):
+        n = t // ch
+        c = t % ch
+        plane = x[n, c]
+        for oy in range(ho):
+            h0 = (oy * h) // ho
+            h1 = ((oy + 1) * h + ho - 1) // ho
+            for ox in range(wo):
+                w0 = (ox * w_in) // wo
+                w1 = ((ox + 1) * w_in + wo - 1) // wo
+                s = 0.0
+                for r in range(h0, h1):
+                    src = plane[r]
+                    for q in range(w0, w1):
+                        s += src[q]
+                out[n, c, oy, ox] = s / ((h1 - h0) * (w1 - w0))
+
+
+@njit(parallel=True, cache=True)
+def adaptive_max_pool2d_planes(x, out, idx, want_idx):
+    """Adaptive max pooling by PyTorch's max rule, one task per (n, c) plane."""
+    n_img, ch, h, w_in = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    for t in prange(n_img * ch):
+        n = t // ch
+        c = t % ch
+        plane = x[n, c]
+        for oy in range(ho):
+            h0 = (oy * h) // ho
+            h1 = ((oy + 1) * h + ho - 1) // ho
+            for ox in range(wo):
+                w0 = (ox * w_in) // wo
+                w1 = ((ox + 1) * w_in + wo - 1) // wo
+                best = h0 * w_in + w0
+                m = -np.inf
+                for r in range(h0, h1):
+                    src = plane[r]
+                    for q in range(w0, w1):
+                        v = src[q]
+                        if v > m or v != v:
+                            m = v
+                            best = r * w_in + q
+                out[n, c, oy, ox] = m
+                if want_idx:
+                    idx[n, c, oy, ox] = best
