@@ -11,6 +11,9 @@ imported when a backend first needs them.
 """
 from .api import (adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, conv2d,
                   conv_transpose2d, max_pool2d, plan)
+from .backward import (adaptive_avg_pool2d_backward, adaptive_max_pool2d_backward,
+                       avg_pool2d_backward, conv2d_backward, conv_transpose2d_backward,
+                       max_pool2d_backward)
 from .registry import BackendUnavailableError, backends
 from .shape_helpers import (adaptive_pool2d_output_shape, avg_pool2d_output_shape,
                             conv2d_output_shape, conv_transpose2d_output_shape,
@@ -20,7 +23,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
-    "adaptive_max_pool2d", "backends", "plan", "BackendUnavailableError",
+    "adaptive_max_pool2d", "backends", "plan",
+    "conv2d_backward", "conv_transpose2d_backward", "max_pool2d_backward", "avg_pool2d_backward",
+    "adaptive_avg_pool2d_backward", "adaptive_max_pool2d_backward", "BackendUnavailableError",
     "conv2d_output_shape", "conv_transpose2d_output_shape", "max_pool2d_output_shape",
     "avg_pool2d_output_shape", "adaptive_pool2d_output_shape", "__version__",
 ]

@@ -79,17 +79,17 @@ def _pick(op: str, backend: str, params, algorithm: str) -> registry.Implementat
     return impl
 
 
-def _kinds(op: str, input, **others) -> str:
-    """Kind of ``input``; the other arrays must live on the same side (host/device)."""
-    kind = arrays.kind_of(input, op, "input")
+def _kinds(op: str, first, first_name: str = "input", **others) -> str:
+    """Kind of ``first``; the other arrays must live on the same side (host/device)."""
+    kind = arrays.kind_of(first, op, first_name)
     for name, value in others.items():
         if value is None:
             continue
         other = arrays.kind_of(value, op, name)
         if arrays.is_device_kind(other) != arrays.is_device_kind(kind):
             where = "the GPU" if arrays.is_device_kind(kind) else "the host"
-            raise TypeError(f"{op}: {name} is a {other} array but input is a {kind} array on "
-                            f"{where}; pass both on the same device")
+            raise TypeError(f"{op}: {name} is a {other} array but {first_name} is a {kind} "
+                            f"array on {where}; pass both on the same device")
     return kind
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "pool_output_size",
     "adaptive_window",
     "same_padding",
+    "pad_source_index",
 ]
 
 
@@ -71,3 +72,24 @@ def same_padding(kernel: int, dilation: int = 1) -> tuple[int, int]:
     total = dilation * (kernel - 1)
     left = total // 2
     return left, total - left
+
+
+def pad_source_index(i: int, size: int, mode: str):
+    """Which input coordinate padded coordinate ``i`` reads (``i`` may be < 0 or >= size).
+
+    Returns None for zero padding outside the input.  Modes as PyTorch's
+    ``F.pad``: "reflect" mirrors without repeating the edge, "replicate"
+    repeats the edge, "circular" wraps (the padding never exceeds the input
+    size, which the argument checks guarantee).
+    """
+    if 0 <= i < size:
+        return i
+    if mode == "zeros":
+        return None
+    if mode == "replicate":
+        return min(max(i, 0), size - 1)
+    if mode == "circular":
+        return i % size
+    if mode == "reflect":
+        return -i if i < 0 else 2 * (size - 1) - i
+    raise ValueError(f"unknown padding mode {mode!r}")
