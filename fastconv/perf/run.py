@@ -1,0 +1,137 @@
+"""``fastconv bench``: measure the ceilings, run the suite, write the report folder.
+
+Order of work: describe the machine; measure its ceilings (GEMM and copy,
+on the GPU too when one is usable); for every case of the suite and every
+runner (registered implementations, then peers) check the result once
+against the float64 reference, then time it; run the edge-detection
+dense-versus-convolution sweep; save everything as pytest-benchmark JSON
+and render the report from that JSON (:mod:`fastconv.perf.report`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from .. import dense
+from . import edge, machine as machine_mod, report, runners as runners_mod
+from .records import benchmark_record, extra_info, run_document
+from .suite import EDGE_SWEEP, cases
+from .timing import FULL, QUICK, measure, stats
+
+__all__ = ["run_bench", "machine_label"]
+
+
+def machine_label(desc: dict, device: str) -> str:
+    if device == "cuda" and desc.get("gpu"):
+        return f"{desc['gpu']} (GPU)"
+    return f"{desc.get('cpu', 'cpu')} x{desc.get('threads') or desc.get('cores')}"
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="run", dynamic_ncols=True, file=sys.stderr)
+
+
+def run_bench(out_dir: str, quick: bool = True, suite: str | None = None,
+              devices=("cpu", "cuda"), name_filter: str | None = None,
+              runner_filter: str | None = None, peers: bool = True, edge_sweep: bool = True,
+              dense_limit: int | None = None, progress: bool = True, note: str | None = None,
+              log=print) -> dict:
+    """Run a benchmark and write ``out_dir`` (report.md, results.json, machine.json, PNGs).
+
+    Returns the run document (pytest-benchmark JSON with a ``fastconv`` section).
+    """
+    t_start = time.perf_counter()
+    suite = suite or ("quick" if quick else "cpu")
+    budget = QUICK if quick else FULL
+    desc = machine_mod.describe()
+    log(f"fastconv bench: suite {suite!r}; machine {desc['cpu']} ({desc['threads']} threads)"
+        + (f", GPU {desc['gpu']}" if desc.get("gpu") else ", no GPU"))
+    ceilings = {"cpu": machine_mod.measure_cpu_ceilings(quick)} if "cpu" in devices else {}
+    gpu = machine_mod.measure_gpu_ceilings(quick) if "cuda" in devices else None
+    if gpu:
+        ceilings["cuda"] = gpu
+    for dev, c in ceilings.items():
+        log(f"  ceiling {dev}: GEMM {c['gemm_gflops']:.1f} GFLOP/s (n={c['gemm_n']}), "
+            f"copy {c['copy_gbs']:.1f} GB/s")
+    usable = tuple(d for d in devices if d in ceilings)
+
+    todo = []
+    for case in cases(suite, name_filter):
+        for r in runners_mod.runners(case.op, usable, peers):
+            if runner_filter and not any(f.strip() in r.label for f in runner_filter.split(",")):
+                continue
+            todo.append((case, r))
+    sizes = EDGE_SWEEP["quick" if quick else "full"] if edge_sweep else ()
+    bar = _progress(len(todo) + len(sizes), progress)
+    benchmarks, skipped, failed = [], [], []
+    old_limit = dense.MEMORY_LIMIT
+    if dense_limit is not None:
+        dense.MEMORY_LIMIT = int(dense_limit)
+    try:
+        data_cache, auto_cache = {}, {}
+        for case, r in todo:
+            if bar is not None:
+                bar.set_postfix_str(f"{case.name[:28]} | {r.label[:26]}")
+            data = data_cache.get(case.id)
+            if data is None:
+                data_cache.clear()
+                data = data_cache[case.id] = runners_mod.case_data(case)
+            key = (case.id, r.device)
+            if key not in auto_cache:
+                auto_cache[key] = runners_mod.auto_choice(case, data, r.device)
+            try:
+                fn, err = runners_mod.prepare(r, data)
+            except runners_mod.Skip as exc:
+                skipped.append(f"{case.id} | {r.label}: {exc}")
+            except AssertionError as exc:
+                failed.append(f"{case.id} | {r.label}: WRONG RESULT, not timed: {exc}")
+            except Exception as exc:  # noqa: BLE001 - one runner must not end the run
+                failed.append(f"{case.id} | {r.label}: {type(exc).__name__}: {exc}")
+            else:
+                st = stats(measure(fn, budget))
+                label = machine_label(desc, r.device)
+                info = extra_info(case, r, data.params, st["median"], err,
+                                  ceilings.get(r.device), auto_cache[key], label)
+                benchmarks.append(benchmark_record(f"{case.id} | {r.label}", case.group, st, info,
+                                                   {"case": case.id, "impl": r.label}))
+                del fn
+            if bar is not None:
+                bar.update(1)
+        data_cache.clear()
+        dense.clear_cache()
+        if sizes:
+            recs, skips = edge.sweep(sizes, budget, None, bar,
+                                     machine_label(desc, "cpu"), ceilings.get("cpu"))
+            benchmarks += recs
+            skipped += skips
+    finally:
+        dense.MEMORY_LIMIT = old_limit
+        dense.clear_cache()
+        if bar is not None:
+            bar.close()
+    section = {"suite": suite, "quick": quick, "ceilings": ceilings, "skipped": skipped,
+               "failed": failed, "edge_counts": dense.edge_detection_counts(),
+               "dense_memory_limit": int(dense_limit or old_limit),
+               "elapsed_s": time.perf_counter() - t_start, "note": note,
+               "runners": {r.label: r.description for case in cases(suite, name_filter)
+                           for r in runners_mod.runners(case.op, usable, peers)},
+               "command": " ".join(sys.argv)}
+    doc = run_document(benchmarks, desc, section)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+    with open(os.path.join(out_dir, "machine.json"), "w", encoding="utf-8") as f:
+        json.dump({"machine": desc, "ceilings": ceilings}, f, indent=1)
+    report.write_report([doc], out_dir, sources=["results.json"])
+    log(f"fastconv bench: {len(benchmarks)} measurements, {len(skipped)} skipped, "
+        f"{len(failed)} failed, {time.perf_counter() - t_start:.0f} s; report in "
+        f"{os.path.join(out_dir, 'report.md')}")
+    return doc
