@@ -47,8 +47,10 @@ class Tiles:
     block_1d: int          # threads per block of the 1-D grid-stride kernels
 
 
-#: Tiles for a real GPU (not yet tuned on one: no GPU was available).
-GPU_TILES = Tiles(direct=(32, 4, 4, 4), gemm=(64, 128, 8, 4, 8), transpose=(32, 4, 4),
+#: Tiles for a real GPU (not yet tuned on one: no GPU was available).  GEMM 64x64x8 with
+#: 4x4 per thread: a 4x8 register block (32 accumulators) left the accumulators in local
+#: memory (ptxas: 128-byte stack frame), see tools/ptx_report.py.
+GPU_TILES = Tiles(direct=(32, 4, 4, 4), gemm=(64, 64, 8, 4, 4), transpose=(32, 4, 4),
                   block_1d=256)
 #: Tiles for the CUDA simulator: the same code paths with 32-thread blocks.
 SIM_TILES = Tiles(direct=(8, 4, 2, 2), gemm=(8, 16, 4, 2, 2), transpose=(8, 4, 2),
