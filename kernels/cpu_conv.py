@@ -71,15 +71,89 @@ def padding_index_map(size: int, lo: int, hi: int, mode: str) -> np.ndarray:
 @njit(cache=True, inline="always")
 def _build_row(src, c, sr, cmap, pl, row):
     """row[:] = padded input row ``sr`` of channel ``c``: interior copied, pads via cmap."""
-    wsrc = src.shape[2]
+    srow = src[c, sr]
+    wsrc = srow.shape[0]
     for xp in range(pl):
         s = cmap[xp]
-        row[xp] = src[c, sr, s] if s >= 0 else 0.0
+        row[xp] = srow[s] if s >= 0 else 0.0
+    inner = row[pl:pl + wsrc]
     for xi in range(wsrc):
-        row[pl + xi] = src[c, sr, xi]
+        inner[xi] = srow[xi]
     for xp in range(pl + wsrc, cmap.shape[0]):
         s = cmap[xp]
-        row[xp] = src[c, sr, s] if s >= 0 else 0.0
+        row[xp] = srow[s] if s >= 0 else 0.0
+
+
+# Inner loops index arrays only with the loop counter (offsets are applied by
+# slicing first): an index like ``row[ox + off]`` with ``off`` of unknown sign
+# makes Numba emit a negative-index wraparound select per access, which
+# stops LLVM from vectorizing (measured: 2.8 -> 18.5 GFLOP/s on one loaded core).
+@njit(cache=True, inline="always")
+def _acc2_k3(o0, o1, row, a0, a1, a2, b0, b1, b2, dw, sw, wo):
+    if sw == 1:
+        r0 = row[0:wo]
+        r1 = row[dw:dw + wo]
+        r2 = row[2 * dw:2 * dw + wo]
+        for ox in range(wo):
+            v0 = r0[ox]
+            v1 = r1[ox]
+            v2 = r2[ox]
+            o0[ox] += a0 * v0 + a1 * v1 + a2 * v2
+            o1[ox] += b0 * v0 + b1 * v1 + b2 * v2
+    else:
+        r0 = row[0::sw]
+        r1 = row[dw::sw]
+        r2 = row[2 * dw::sw]
+        for ox in range(wo):
+            v0 = r0[ox]
+            v1 = r1[ox]
+            v2 = r2[ox]
+            o0[ox] += a0 * v0 + a1 * v1 + a2 * v2
+            o1[ox] += b0 * v0 + b1 * v1 + b2 * v2
+
+
+@njit(cache=True, inline="always")
+def _acc1_k3(o0, row, a0, a1, a2, dw, sw, wo):
+    if sw == 1:
+        r0 = row[0:wo]
+        r1 = row[dw:dw + wo]
+        r2 = row[2 * dw:2 * dw + wo]
+        for ox in range(wo):
+            o0[ox] += a0 * r0[ox] + a1 * r1[ox] + a2 * r2[ox]
+    else:
+        r0 = row[0::sw]
+        r1 = row[dw::sw]
+        r2 = row[2 * dw::sw]
+        for ox in range(wo):
+            o0[ox] += a0 * r0[ox] + a1 * r1[ox] + a2 * r2[ox]
+
+
+@njit(cache=True, inline="always")
+def _acc2(o0, o1, row, a0, b0, off, sw, wo):
+    if sw == 1:
+        r = row[off:off + wo]
+        for ox in range(wo):
+            v = r[ox]
+            o0[ox] += a0 * v
+            o1[ox] += b0 * v
+    else:
+        r = row[off::sw]
+        for ox in range(wo):
+            v = r[ox]
+            o0[ox] += a0 * v
+            o1[ox] += b0 * v
+
+
+@njit(cache=True, inline="always")
+def _acc1(o0, row, a0, off, sw, wo):
+    if sw == 1:
+        r = row[off:off + wo]
+        for ox in range(wo):
+            o0[ox] += a0 * r[ox]
+    else:
+        r = row[off::sw]
+        for ox in range(wo):
+            o0[ox] += a0 * r[ox]
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -127,72 +201,24 @@ def conv2d_direct(x, w, b, has_bias, out, rmap, cmap, pl, sh, sw, dh, dw, groups
                         _build_row(xn, c, sr, cmap, pl, row)
                         k = 0
                         while k < nco:
+                            o0 = out[n, co0 + k, oy]
+                            wa = w[co0 + k, ci, i]
                             if k + 1 < nco:  # two output channels share each input load
-                                o0 = out[n, co0 + k, oy]
                                 o1 = out[n, co0 + k + 1, oy]
+                                wb = w[co0 + k + 1, ci, i]
                                 if kw == 3:
-                                    a0 = w[co0 + k, ci, i, 0]
-                                    a1 = w[co0 + k, ci, i, 1]
-                                    a2 = w[co0 + k, ci, i, 2]
-                                    b0 = w[co0 + k + 1, ci, i, 0]
-                                    b1 = w[co0 + k + 1, ci, i, 1]
-                                    b2 = w[co0 + k + 1, ci, i, 2]
-                                    if sw == 1:
-                                        for ox in range(wo):
-                                            v0 = row[ox]
-                                            v1 = row[ox + dw]
-                                            v2 = row[ox + 2 * dw]
-                                            o0[ox] += a0 * v0 + a1 * v1 + a2 * v2
-                                            o1[ox] += b0 * v0 + b1 * v1 + b2 * v2
-                                    else:
-                                        for ox in range(wo):
-                                            q = ox * sw
-                                            v0 = row[q]
-                                            v1 = row[q + dw]
-                                            v2 = row[q + 2 * dw]
-                                            o0[ox] += a0 * v0 + a1 * v1 + a2 * v2
-                                            o1[ox] += b0 * v0 + b1 * v1 + b2 * v2
+                                    _acc2_k3(o0, o1, row, wa[0], wa[1], wa[2], wb[0], wb[1],
+                                             wb[2], dw, sw, wo)
                                 else:
                                     for j in range(kw):
-                                        a0 = w[co0 + k, ci, i, j]
-                                        b0 = w[co0 + k + 1, ci, i, j]
-                                        off = j * dw
-                                        if sw == 1:
-                                            for ox in range(wo):
-                                                v = row[ox + off]
-                                                o0[ox] += a0 * v
-                                                o1[ox] += b0 * v
-                                        else:
-                                            for ox in range(wo):
-                                                v = row[ox * sw + off]
-                                                o0[ox] += a0 * v
-                                                o1[ox] += b0 * v
+                                        _acc2(o0, o1, row, wa[j], wb[j], j * dw, sw, wo)
                                 k += 2
                             else:
-                                o0 = out[n, co0 + k, oy]
                                 if kw == 3:
-                                    a0 = w[co0 + k, ci, i, 0]
-                                    a1 = w[co0 + k, ci, i, 1]
-                                    a2 = w[co0 + k, ci, i, 2]
-                                    if sw == 1:
-                                        for ox in range(wo):
-                                            o0[ox] += (a0 * row[ox] + a1 * row[ox + dw]
-                                                       + a2 * row[ox + 2 * dw])
-                                    else:
-                                        for ox in range(wo):
-                                            q = ox * sw
-                                            o0[ox] += (a0 * row[q] + a1 * row[q + dw]
-                                                       + a2 * row[q + 2 * dw])
+                                    _acc1_k3(o0, row, wa[0], wa[1], wa[2], dw, sw, wo)
                                 else:
                                     for j in range(kw):
-                                        a0 = w[co0 + k, ci, i, j]
-                                        off = j * dw
-                                        if sw == 1:
-                                            for ox in range(wo):
-                                                o0[ox] += a0 * row[ox + off]
-                                        else:
-                                            for ox in range(wo):
-                                                o0[ox] += a0 * row[ox * sw + off]
+                                        _acc1(o0, row, wa[j], j * dw, sw, wo)
                                 k += 1
 
 
@@ -210,9 +236,10 @@ def im2col_fill(x, n0, nb, c0, cg, kh, kw, rmap, cmap, pl, sh, sw, dh, dw,
     ncol = x1 - x0
     krows = cg * kh * kw
     for k in prange(krows + ones_row):
+        crow = cols[k]
         if k == krows:
-            for q in range(cols.shape[1]):
-                cols[k, q] = 1.0
+            for q in range(crow.shape[0]):
+                crow[q] = 1.0
             continue
         c = k // (kh * kw)
         rr = k % (kh * kw)
@@ -228,25 +255,33 @@ def im2col_fill(x, n0, nb, c0, cg, kh, kw, rmap, cmap, pl, sh, sw, dh, dw,
             hi -= 1
         for nn in range(nb):
             for oy in range(y0, y1):
-                base = (nn * nrow + oy - y0) * ncol - x0
+                start = (nn * nrow + oy - y0) * ncol
+                dst = crow[start:start + ncol]
                 sr = rmap[oy * sh + i * dh]
                 if sr < 0:
-                    for ox in range(x0, x1):
-                        cols[k, base + ox] = 0.0
+                    for q in range(ncol):
+                        dst[q] = 0.0
                     continue
                 src = x[n0 + nn, c0 + c, sr]
                 for ox in range(x0, lo):
                     s = cmap[ox * sw + j * dw]
-                    cols[k, base + ox] = src[s] if s >= 0 else 0.0
+                    dst[ox - x0] = src[s] if s >= 0 else 0.0
+                mid = dst[lo - x0:hi - x0]
                 if sw == 1:
-                    for ox in range(lo, hi):
-                        cols[k, base + ox] = src[ox + off]
+                    s1 = src[lo + off:hi + off]
+                    for q in range(hi - lo):
+                        mid[q] = s1[q]
+                elif sw == 2:
+                    s2 = src[lo * 2 + off:]
+                    for q in range(hi - lo):
+                        mid[q] = s2[2 * q]
                 else:
-                    for ox in range(lo, hi):
-                        cols[k, base + ox] = src[ox * sw + off]
+                    ss = src[lo * sw + off::sw]
+                    for q in range(hi - lo):
+                        mid[q] = ss[q]
                 for ox in range(hi, x1):
                     s = cmap[ox * sw + j * dw]
-                    cols[k, base + ox] = src[s] if s >= 0 else 0.0
+                    dst[ox - x0] = src[s] if s >= 0 else 0.0
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -294,16 +329,16 @@ def conv_transpose2d_direct(x, w, b, has_bias, out, sh, sw, ph, pw, dh, dw, grou
                     ix1 = min(w_in, (wo - 1 - base) // sw + 1) if wo - 1 - base >= 0 else 0
                     if ix1 <= ix0:
                         continue
+                    if sw == 1:
+                        od = orow[ix0 + base:ix1 + base]
+                    else:
+                        od = orow[ix0 * sw + base:(ix1 - 1) * sw + base + 1:sw]
                     for ci in range(cg):
                         c = g * cg + ci
                         wv = w[c, oo, i, j]
-                        xrow = x[n, c, iy]
-                        if sw == 1:
-                            for ix in range(ix0, ix1):
-                                orow[ix + base] += wv * xrow[ix]
-                        else:
-                            for ix in range(ix0, ix1):
-                                orow[ix * sw + base] += wv * xrow[ix]
+                        xs = x[n, c, iy, ix0:ix1]
+                        for q in range(ix1 - ix0):
+                            od[q] += wv * xs[q]
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -331,13 +366,14 @@ def col2im_add(cols, out, n, o0, og, kh, kw, iy0, iy1, w_in, sh, sw, ph, pw, dh,
                     if oy < 0 or oy >= ho:
                         continue
                     src = (iy - iy0) * w_in
+                    cs = cols[k, src + ix0:src + ix1]
                     orow = plane[oy]
                     if sw == 1:
-                        for ix in range(ix0, ix1):
-                            orow[ix + base] += cols[k, src + ix]
+                        od = orow[ix0 + base:ix1 + base]
                     else:
-                        for ix in range(ix0, ix1):
-                            orow[ix * sw + base] += cols[k, src + ix]
+                        od = orow[ix0 * sw + base:(ix1 - 1) * sw + base + 1:sw]
+                    for q in range(ix1 - ix0):
+                        od[q] += cs[q]
 
 
 @njit(parallel=True, cache=True)

@@ -48,6 +48,35 @@ def _col_range(wo, sw, off, w_in):
     return lo, max(lo, hi)
 
 
+@njit(cache=True, inline="always")
+def _tap_view(src, lo, hi, sw, off):
+    """src[lo*sw + off + q*sw] for q in [0, hi-lo) as a view indexed by q alone.
+
+    (Indexing with ``q`` only, after slicing, keeps Numba from emitting
+    negative-index wraparound selects that block vectorization.)
+    """
+    return src[lo * sw + off:(hi - 1) * sw + off + 1:sw]
+
+
+@njit(cache=True, inline="always")
+def _max_update_idx(om, im, s, rb, sw):
+    for q in range(om.shape[0]):
+        v = s[q]
+        m = om[q]
+        take = (v > m) or (v != v)
+        om[q] = v if take else m
+        im[q] = rb + q * sw if take else im[q]
+
+
+@njit(cache=True, inline="always")
+def _max_update(om, s):
+    for q in range(om.shape[0]):
+        v = s[q]
+        m = om[q]
+        take = (v > m) or (v != v)
+        om[q] = v if take else m
+
+
 @njit(parallel=True, cache=True)
 def max_pool2d_rows(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw):
     """out[n,c,oy,ox] (and idx) by PyTorch's max rule; x: (N,C,H,W), out/idx: (N,C,Ho,Wo)."""
@@ -81,21 +110,21 @@ def max_pool2d_rows(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw):
                 for j in range(kw):
                     off = j * dw - pw
                     lo, hi = _col_range(wo, sw, off, w_in)
+                    if hi <= lo:
+                        continue
+                    om = orow[lo:hi]
                     if want_idx:
-                        irow = idx[n, c, oy]
-                        rbase = r * w_in + off
-                        for ox in range(lo, hi):
-                            v = src[ox * sw + off]
-                            m = orow[ox]
-                            take = (v > m) or (v != v)
-                            orow[ox] = v if take else m
-                            irow[ox] = rbase + ox * sw if take else irow[ox]
+                        im = idx[n, c, oy, lo:hi]
+                        rb = r * w_in + lo * sw + off
+                        if sw == 1:
+                            _max_update_idx(om, im, src[lo + off:hi + off], rb, 1)
+                        else:
+                            _max_update_idx(om, im, _tap_view(src, lo, hi, sw, off), rb, sw)
                     else:
-                        for ox in range(lo, hi):
-                            v = src[ox * sw + off]
-                            m = orow[ox]
-                            take = (v > m) or (v != v)
-                            orow[ox] = v if take else m
+                        if sw == 1:
+                            _max_update(om, src[lo + off:hi + off])
+                        else:
+                            _max_update(om, _tap_view(src, lo, hi, sw, off))
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -120,12 +149,17 @@ def avg_pool2d_rows(x, out, divisor, kh, kw, sh, sw, ph, pw):
                 for j in range(kw):
                     off = j - pw
                     lo, hi = _col_range(wo, sw, off, w_in)
+                    if hi <= lo:
+                        continue
+                    om = orow[lo:hi]
                     if sw == 1:
-                        for ox in range(lo, hi):
-                            orow[ox] += src[ox + off]
+                        s1 = src[lo + off:hi + off]
+                        for q in range(hi - lo):
+                            om[q] += s1[q]
                     else:
-                        for ox in range(lo, hi):
-                            orow[ox] += src[ox * sw + off]
+                        ss = _tap_view(src, lo, hi, sw, off)
+                        for q in range(hi - lo):
+                            om[q] += ss[q]
             drow = divisor[oy]
             for ox in range(wo):
                 orow[ox] = orow[ox] / drow[ox]
