@@ -36,8 +36,16 @@ METHOD_SPARSE = "sparse CSR x vector"
 GROUP = "edge-detection sweep"
 
 
-def _methods(width, height, memory_limit, x, p):
-    """(name, role, zero-argument callable or skip reason) for one image size."""
+def edge_methods(width: int, height: int, memory_limit=None):
+    """The methods at one image size: ``(x, reference, [(name, role, fn or skip reason)])``.
+
+    ``x`` is a fresh ``(1, 1, height, width)`` float32 image, ``reference`` the
+    float64 result ``x[..., 1:] - x[..., :-1]``.
+    """
+    p = dense.edge_detection_params(width, height)
+    rng = np.random.default_rng()
+    x = rng.standard_normal((1, 1, height, width)).astype(np.float32)
+    ref = x[..., 1:].astype(np.float64) - x[..., :-1]
     xv = x.reshape(-1)
     out = []
     try:
@@ -62,7 +70,34 @@ def _methods(width, height, memory_limit, x, p):
             out.append((label, "fastconv", why))
             continue
         out.append((label, "fastconv", (lambda f: lambda: f(x, w, None, p))(impl.fn)))
-    return out
+    return x, ref, out
+
+
+def check_method(name: str, fn, ref, size: str):
+    """Warm up and check ``fn`` (the matrix build is not a convolution: only run)."""
+    first = fn()
+    err = None
+    if name != METHOD_BUILD:
+        err = assert_close(first, ref, "float32", f"{name} {size}")
+    fn()
+    return err
+
+
+def sweep_info(width: int, height: int, name: str, role: str, median_s: float, err,
+               machine: str = "", ceilings: dict | None = None) -> dict:
+    """The ``extra_info`` of one sweep measurement (counts exact, time measured)."""
+    c = dense.counts(dense.edge_detection_params(width, height))
+    info = {"fastconv": 1, "sweep": "edge", "case": f"edge {width}x{height}",
+            "layer": "edge detection sweep", "op": "conv2d", "group": GROUP,
+            "impl": name, "role": role, "device": "cpu", "width": width,
+            "height": height, "pixels": width * height, "dtype": "float32",
+            "flops": c["conv_flops"], "dense_flops": c["dense_flops"],
+            "entries": c["entries"], "dense_bytes": c["dense_bytes"],
+            "nonzeros": c["nonzeros"], "median_s": median_s, "rel_error": err,
+            "machine": machine}
+    if ceilings:
+        info.update(peak_gflops=ceilings["gemm_gflops"], peak_gbs=ceilings["copy_gbs"])
+    return info
 
 
 def sweep(sizes, budget=QUICK, memory_limit=None, progress=None, machine: str = "",
@@ -72,38 +107,23 @@ def sweep(sizes, budget=QUICK, memory_limit=None, progress=None, machine: str = 
     Each result is checked against the float64 reference before it is timed.
     """
     records, skipped = [], []
+    build_budget = type(budget)(0.0, budget.max_time, 1, 3)
+    sweep_budget = type(budget)(budget.min_time, budget.max_time, max(budget.min_rounds, 5),
+                                budget.max_rounds)
     for width, height in sizes:
-        p = dense.edge_detection_params(width, height)
-        rng = np.random.default_rng(width * 1000 + height)
-        x = rng.standard_normal((1, 1, height, width)).astype(np.float32)
-        ref = x[..., 1:].astype(np.float64) - x[..., :-1]
-        c = dense.counts(p)
-        for name, role, fn in _methods(width, height, memory_limit, x, p):
+        _x, ref, methods = edge_methods(width, height, memory_limit)
+        for name, role, fn in methods:
             if progress is not None:
                 progress.set_postfix_str(f"edge {width}x{height} {name}"[:60])
             if isinstance(fn, str):
                 skipped.append(f"{GROUP} {width}x{height} {name}: {fn}")
                 continue
-            first = fn()
-            err = None
-            if name != METHOD_BUILD:
-                err = assert_close(first, ref, "float32", f"{name} {width}x{height}")
-            fn()
-            data = measure(fn, budget) if name != METHOD_BUILD else measure(
-                fn, type(budget)(0.0, budget.max_time, 1, 3))
-            st = stats(data)
-            info = {"fastconv": 1, "sweep": "edge", "case": f"edge {width}x{height}",
-                    "layer": "edge detection sweep", "op": "conv2d", "group": GROUP,
-                    "impl": name, "role": role, "device": "cpu", "width": width,
-                    "height": height, "pixels": width * height, "dtype": "float32",
-                    "flops": c["conv_flops"], "dense_flops": c["dense_flops"],
-                    "entries": c["entries"], "dense_bytes": c["dense_bytes"],
-                    "nonzeros": c["nonzeros"], "median_s": st["median"], "rel_error": err,
-                    "machine": machine}
-            if ceilings:
-                info.update(peak_gflops=ceilings["gemm_gflops"], peak_gbs=ceilings["copy_gbs"])
+            err = check_method(name, fn, ref, f"{width}x{height}")
+            st = stats(measure(fn, build_budget if name == METHOD_BUILD else sweep_budget))
+            info = sweep_info(width, height, name, role, st["median"], err, machine, ceilings)
             records.append(benchmark_record(f"edge[{width}x{height}-{name}]", GROUP, st, info,
                                             {"size": f"{width}x{height}", "method": name}))
+        del methods
         if progress is not None:
             progress.update(1)
     return records, skipped
@@ -129,13 +149,17 @@ def sweep_records(benchmarks: list) -> list:
 
 
 def fits(benchmarks: list, machine: str | None = None) -> dict:
-    """Per method, the power-law fit of median time against pixels."""
+    """Per method, the power-law fit of the fastest round against pixels.
+
+    The minimum, not the median: on a shared machine other processes add
+    delays (in multiples of the scheduler's tick) that the minimum filters out.
+    """
     by_method: dict = {}
     for b in sweep_records(benchmarks):
         info = b["extra_info"]
         if machine is not None and info.get("machine") != machine:
             continue
-        by_method.setdefault(info["impl"], []).append((info["pixels"], b["stats"]["median"]))
+        by_method.setdefault(info["impl"], []).append((info["pixels"], b["stats"]["min"]))
     out = {}
     for method, pts in by_method.items():
         pts.sort()
