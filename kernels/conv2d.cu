@@ -320,7 +320,7 @@ __device__ __forceinline__ void gemm_conv_tile(const T* __restrict__ A, const BL
 
 // v2 GEMM: B = the im2col workspace of a chunk; y = the chunk's output slice.
 template <typename T, int VECA, int VECB>
-__global__ void __launch_bounds__(FC_GEMM_THREADS)
+__global__ void __launch_bounds__(FC_GEMM_THREADS, 2)
 conv2d_gemm(const T* __restrict__ w, const T* __restrict__ cols, const T* __restrict__ bias,
             T* __restrict__ y, int Cout, int groups, int K, int Ho, int Wo, int nb,
             int has_bias) {
@@ -333,7 +333,7 @@ conv2d_gemm(const T* __restrict__ w, const T* __restrict__ cols, const T* __rest
 
 // v3: implicit GEMM, no workspace.
 template <typename T, int PAD, int VECA>
-__global__ void __launch_bounds__(FC_GEMM_THREADS)
+__global__ void __launch_bounds__(FC_GEMM_THREADS, 2)
 conv2d_implicit_gemm(const T* __restrict__ x, const T* __restrict__ w,
                      const T* __restrict__ bias, T* __restrict__ y, int N, int C, int H, int W,
                      int Cout, int kh, int kw, int Ho, int Wo, int sh, int sw, int pt, int pl,

@@ -47,7 +47,9 @@ _CTYPE = {"float32": "float", "float64": "double"}
 _VEC = {"float32": 4, "float64": 2}           # elements per 16-byte vector load
 _PAD_MODES = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
 # direct conv tile: (BX, BY) threads, RW columns per thread, COB channels per thread
-_DIRECT_BX, _DIRECT_BY, _DIRECT_RW = 16, 8, 2
+# (RW = 1 when the RW = 2 patch of a large stride/dilation does not fit shared memory)
+_DIRECT_BX, _DIRECT_BY = 16, 8
+_DIRECT_RWS = (2, 1)
 _DIRECT_COBS = (4, 1)
 _DIRECT_PATCH_CAP = {"float32": 4096, "float64": 2048}   # 16 KB of shared memory
 _DIRECT_WCAP = 128                                        # FC_DIRECT_WCAP in conv2d.cu
@@ -65,6 +67,12 @@ def _probe():
     if emulated():
         from .. import cudaemu
         return cudaemu.unavailable_reason()
+    return _gpu_unavailable_reason()
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_unavailable_reason():
+    """None if CuPy sees a CUDA device, else why not (never raises, never hangs)."""
     try:
         import cupy
     except Exception as exc:  # noqa: BLE001 (any import failure means "not here")
@@ -107,9 +115,11 @@ def _runtime() -> _Runtime:
         return _Runtime(np, cudaemu.RawModule,
                         ("emulator", cudaemu.sanitizer_mode(),
                          os.environ.get("FASTCONV_CUDAEMU_THREADS")))
-    why = BACKEND.unavailable_reason()
+    why = _gpu_unavailable_reason()
     if why is not None:
-        raise BackendUnavailableError(f"backend 'cupy' is not available here: {why}")
+        raise BackendUnavailableError(f"backend 'cupy' is not available here: {why} (set "
+                                      f"{EMULATE_ENV}=1 to run its kernels on the CPU "
+                                      f"emulator)")
     import cupy
     return _Runtime(cupy, cupy.RawModule, ("cuda", cupy.cuda.Device().id))
 
@@ -143,8 +153,8 @@ def kernel_source(filename: str) -> str:
     return expand(filename, {filename}) + "\n"
 
 
-def direct_name(t, pad, cob):
-    return (f"conv2d_direct<{t}, {pad}, {_DIRECT_BX}, {_DIRECT_BY}, {_DIRECT_RW}, {cob}, "
+def direct_name(t, pad, rw, cob):
+    return (f"conv2d_direct<{t}, {pad}, {_DIRECT_BX}, {_DIRECT_BY}, {rw}, {cob}, "
             f"{_DIRECT_PATCH_CAP['float32' if t == 'float' else 'float64']}>")
 
 
@@ -166,7 +176,8 @@ def specializations(filename: str, dtype: str) -> list[str]:
     if filename == "conv2d.cu":
         names = []
         for pad in range(4):
-            names += [direct_name(t, pad, cob) for cob in _DIRECT_COBS]
+            names += [direct_name(t, pad, rw, cob) for rw in _DIRECT_RWS
+                      for cob in _DIRECT_COBS]
             names.append(im2col_name(t, pad))
             names += [implicit_gemm_name(t, pad, va) for va in (1, v)]
         names += [gemm_name(t, va, vb) for va in (1, v) for vb in (1, v)]
@@ -239,17 +250,28 @@ def _check_conv_sizes(op, p):
 # --------------------------------------------------------------------------
 # conv2d
 # --------------------------------------------------------------------------
-def _direct_geometry(p):
+def _direct_geometry(p, rw):
     patch_h = (_DIRECT_BY - 1) * p.stride[0] + (p.kh - 1) * p.dilation[0] + 1
-    patch_w = (_DIRECT_BX * _DIRECT_RW - 1) * p.stride[1] + (p.kw - 1) * p.dilation[1] + 1
+    patch_w = (_DIRECT_BX * rw - 1) * p.stride[1] + (p.kw - 1) * p.dilation[1] + 1
     return patch_h, patch_w
 
 
-def _direct_supports(p):
-    patch_h, patch_w = _direct_geometry(p)
+def _direct_rw(p):
+    """Columns per thread of the direct kernel: the widest whose patch fits, else None."""
     cap = _DIRECT_PATCH_CAP.get(p.dtype.name if p.dtype is not None else "float64",
                                 _DIRECT_PATCH_CAP["float64"])
-    if patch_h * patch_w > cap:
+    for rw in _DIRECT_RWS:
+        patch_h, patch_w = _direct_geometry(p, rw)
+        if patch_h * patch_w <= cap:
+            return rw
+    return None
+
+
+def _direct_supports(p):
+    if _direct_rw(p) is None:
+        patch_h, patch_w = _direct_geometry(p, _DIRECT_RWS[-1])
+        cap = _DIRECT_PATCH_CAP.get(p.dtype.name if p.dtype is not None else "float64",
+                                    _DIRECT_PATCH_CAP["float64"])
         return (f"the input patch of one tile ({patch_h}x{patch_w}) exceeds the "
                 f"{cap}-element shared-memory tile (large stride or dilated kernel)")
     if p.kh * p.kw > _DIRECT_WCAP:
@@ -258,7 +280,8 @@ def _direct_supports(p):
 
 
 @register("conv2d", "cupy", "direct",
-          "CUDA C: shared-memory input patch per tile, 4 channels x 2 columns per thread",
+          "CUDA C: shared-memory input patch per tile, up to 4 channels x 2 columns per "
+          "thread",
           supports=_direct_supports)
 def conv2d_direct(x, weight, bias, p):
     rt = _runtime()
@@ -268,13 +291,17 @@ def conv2d_direct(x, weight, bias, p):
     y = rt.xp.empty(p.output_shape, dtype=x.dtype)
     cog = p.c_out // p.groups
     cob = 4 if cog >= 4 else 1
-    patch_h, patch_w = _direct_geometry(p)
-    tiles_w = -(-p.w_out // (_DIRECT_BX * _DIRECT_RW))
+    rw = _direct_rw(p)
+    if rw is None or p.kh * p.kw > _DIRECT_WCAP:
+        raise BackendUnavailableError(f"conv2d: algorithm 'direct' cannot run this case: "
+                                      f"{_direct_supports(p)}")
+    patch_h, patch_w = _direct_geometry(p, rw)
+    tiles_w = -(-p.w_out // (_DIRECT_BX * rw))
     tiles_h = -(-p.h_out // _DIRECT_BY)
     grid = (tiles_w * tiles_h * p.groups * -(-cog // cob), min(p.n, 65535), 1)
     _check_grid("conv2d", grid)
     kern = _kernel(rt, "conv2d.cu", dtype,
-                   direct_name(_CTYPE[dtype], _PAD_MODES[p.padding_mode], cob))
+                   direct_name(_CTYPE[dtype], _PAD_MODES[p.padding_mode], rw, cob))
     kern(grid, (_DIRECT_BX, _DIRECT_BY, 1),
          (x, weight, weight if bias is None else bias, y, *_i32(*_conv_ints(p)),
           np.int32(bias is not None), *_i32(tiles_w, tiles_h, patch_h, patch_w)))
