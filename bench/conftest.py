@@ -10,7 +10,8 @@ save a run for ``fastconv report run.json``).  Which layers:
   group contains one of the comma-separated words;
 * ``--fastconv-only=WORDS`` / ``FASTCONV_BENCH_ONLY``: implementations or peers
   whose label contains one of the words (``numba,torch``);
-* ``--fastconv-device=cpu|cuda|all`` / ``FASTCONV_BENCH_DEVICE``.
+* ``--fastconv-device=cpu|cuda|all`` / ``FASTCONV_BENCH_DEVICE``;
+* ``FASTCONV_BENCH_THREADS=N``: every library limited to N CPU threads.
 
 Cases come from :mod:`fastconv.perf.suite` and runners from the registry
 (:func:`fastconv.perf.runners.runners`), so whatever is registered at run
@@ -118,7 +119,12 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
-    """The quick suite times each call for 0.25 s and at least 3 rounds, unless told otherwise."""
+    """The quick suite times each call for 0.25 s and at least 3 rounds, unless told otherwise.
+
+    ``FASTCONV_BENCH_THREADS=N`` limits every library to N threads (as ``--threads``).
+    """
+    if os.environ.get("FASTCONV_BENCH_THREADS"):
+        machine.limit_threads(int(os.environ["FASTCONV_BENCH_THREADS"]))
     if config.getoption("--fastconv-suite") != "quick":
         return
     opt = config.option

@@ -20,6 +20,10 @@ def _default_out() -> str:
 
 def cmd_bench(args) -> int:
     from .run import run_bench
+    if args.threads:
+        from .machine import limit_threads
+        limited = limit_threads(args.threads)
+        print(f"fastconv bench: {args.threads} thread(s) in {', '.join(limited)}")
     devices = ("cpu", "cuda") if args.device == "all" else (args.device,)
     doc = run_bench(args.out or _default_out(), quick=not args.full, suite=args.suite,
                     devices=devices, name_filter=args.filter, runner_filter=args.only,
@@ -68,6 +72,9 @@ def add_subcommands(subparsers) -> None:
     b.add_argument("--dense-limit", type=float, default=None,
                    help="memory limit in bytes for dense matrices (default "
                         "fastconv.dense.MEMORY_LIMIT, 1 GiB)")
+    b.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for every library (BLAS, Numba, PyTorch, OpenCV); "
+                        "default: their own defaults (all cores)")
     b.add_argument("--note", help="a note written into the report (e.g. 'shared, noisy machine')")
     b.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
     b.add_argument("-o", "--out", help="report folder (default fastconv-report-<date>)")

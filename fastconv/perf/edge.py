@@ -148,11 +148,12 @@ def sweep_records(benchmarks: list) -> list:
     return [b for b in benchmarks if b.get("extra_info", {}).get("sweep") == "edge"]
 
 
-def fits(benchmarks: list, machine: str | None = None) -> dict:
+def fits(benchmarks: list, machine: str | None = None, largest: int | None = None) -> dict:
     """Per method, the power-law fit of the fastest round against pixels.
 
     The minimum, not the median: on a shared machine other processes add
     delays (in multiples of the scheduler's tick) that the minimum filters out.
+    ``largest=k`` fits only the k largest sizes (past the caches: the asymptote).
     """
     by_method: dict = {}
     for b in sweep_records(benchmarks):
@@ -163,6 +164,8 @@ def fits(benchmarks: list, machine: str | None = None) -> dict:
     out = {}
     for method, pts in by_method.items():
         pts.sort()
+        if largest:
+            pts = pts[-largest:]
         f = fit_power_law([p for p, _ in pts], [t for _, t in pts])
         if f is not None:
             out[method] = f

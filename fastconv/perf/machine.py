@@ -19,7 +19,37 @@ import numpy as np
 from .timing import gpu_sync
 
 __all__ = ["describe", "measure_cpu_ceilings", "measure_gpu_ceilings", "gpu_available",
-           "versions"]
+           "versions", "limit_threads"]
+
+_limits = []  # keeps threadpoolctl's limiter alive
+
+
+def limit_threads(n: int) -> list[str]:
+    """Use ``n`` CPU threads in every library that is installed; returns what was limited.
+
+    BLAS/OpenMP pools through threadpoolctl, Numba, PyTorch and OpenCV.  On a
+    shared machine one thread per library avoids waiting for a second core
+    that another process holds (multi-threaded kernels then stall for whole
+    scheduler ticks).
+    """
+    done = []
+    try:
+        import threadpoolctl
+        _limits.append(threadpoolctl.threadpool_limits(n))
+        done.append("BLAS/OpenMP (threadpoolctl)")
+    except ImportError:
+        pass
+    for name, setter in (("numba", lambda m: m.set_num_threads(n)),
+                         ("torch", lambda m: m.set_num_threads(n)),
+                         ("cv2", lambda m: m.setNumThreads(n))):
+        try:
+            import importlib
+            setter(importlib.import_module(name))
+            done.append(name)
+        except Exception:  # noqa: BLE001 - not installed
+            continue
+    os.environ["FASTCONV_THREADS"] = str(n)
+    return done
 
 
 def _cpu_model() -> str:
@@ -97,8 +127,16 @@ def describe() -> dict:
     return {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "host": platform.node(), "system": f"{platform.system()} {platform.release()}",
             "cpu": _cpu_model(), "cores": os.cpu_count(),
-            "threads": _threads(), "memory_gib": _memory_gib(), "gpu": gpu,
+            "load_average": _loadavg(), "threads": _threads(), "threads_limit": os.environ.get("FASTCONV_THREADS"),
+            "memory_gib": _memory_gib(), "gpu": gpu,
             "versions": versions(), "commit": _commit()}
+
+
+def _loadavg() -> list | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _threads() -> int | None:

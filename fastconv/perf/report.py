@@ -270,7 +270,7 @@ def _edge_section(records, runs, plot_name) -> list[str]:
         lines += _table(["image", "pixels", "dense matrix"] + [f"{m} ms" for m in methods],
                         table)
         table = []
-        ft = edge.fits([r for r in recs])
+        ft = edge.fits(recs)
         ex = edge.extrapolations(ft)
         for m in methods:
             f = ft.get(m)
@@ -282,8 +282,7 @@ def _edge_section(records, runs, plot_name) -> list[str]:
                           f"{f['min_pixels']:,} – {f['max_pixels']:,}", _ms(ex[m]),
                           _ms(at[0]["stats"]["min"]) if at else "not measured"])
         lines += ["", "Growth fitted as `t = a * pixels^b` (least squares on log-log axes, "
-                  "fastest rounds), "
-                  "and each fit evaluated at 320 x 280 = 89,600 pixels:", ""]
+                  "fastest rounds), each fit evaluated at 320 x 280 = 89,600 pixels:", ""]
         lines += _table(["method", "exponent b", "R²", "points", "pixel range",
                          "fit at 320x280 (ms)", "measured at 320x280 (ms)"], table)
         dense_ms = ex.get(edge.METHOD_DENSE)
@@ -302,6 +301,16 @@ def _edge_section(records, runs, plot_name) -> list[str]:
                          f"{dense_ms:.2f} s per image; `{best_m}` takes {_ms(conv_t)} ms "
                          f"({'measured' if best_meas else 'fit'}): "
                          f"{dense_ms / conv_t:,.0f} times longer for the dense product.")
+            big = max((r for r in recs if r["extra_info"]["impl"] == edge.METHOD_DENSE),
+                      key=lambda r: r["extra_info"]["pixels"], default=None)
+            if big is not None:
+                bw = big["extra_info"]["dense_bytes"] / big["stats"]["min"]
+                t_bw = c["dense_bytes"] / bw
+                lines.append(f"By bytes instead: at its largest measured size "
+                             f"({big['extra_info']['width']} x {big['extra_info']['height']}) "
+                             f"the dense product streamed its matrix at {bw / 1e9:.1f} GB/s; "
+                             f"the 320 x 280 matrix at that rate takes {t_bw:.2f} s "
+                             f"({t_bw / conv_t:,.0f} times `{best_m}`).")
             if cei:
                 lo = c["dense_bytes"] / (cei["copy_gbs"] * 1e9)
                 lines.append(f"Reading the 32 GB matrix once at the measured copy bandwidth "
@@ -476,8 +485,13 @@ def write_report(docs: list, out_dir: str, sources=None, title: str = "fastconv 
                      + (f", commit `{run['commit']}`" if run.get("commit") else ""))
         lines.append("")
         lines.append(f"- CPU: {m.get('cpu')}, {m.get('cores')} cores "
-                     f"({m.get('threads')} usable), {m.get('memory_gib')} GiB; "
-                     f"GPU: {m.get('gpu') or 'none'}; {m.get('system', '')}")
+                     f"({m.get('threads')} usable"
+                     + (f", libraries limited to {m['threads_limit']} thread(s)"
+                        if m.get("threads_limit") else "")
+                     + f"), {m.get('memory_gib')} GiB; "
+                     + (f"load average at the start {m['load_average'][0]:.1f} (1 min) / "
+                        f"{m['load_average'][1]:.1f} (5 min); " if m.get("load_average") else "")
+                     + f"GPU: {m.get('gpu') or 'none'}; {m.get('system', '')}")
         if v:
             lines.append("- software: " + ", ".join(f"{k} {val}" for k, val in v.items()))
         if run.get("command"):
