@@ -52,8 +52,9 @@ class Tiles:
 #: memory (ptxas: 128-byte stack frame), see tools/ptx_report.py.
 GPU_TILES = Tiles(direct=(32, 4, 4, 4), gemm=(64, 64, 8, 4, 4), transpose=(32, 4, 4),
                   block_1d=256)
-#: Tiles for the CUDA simulator: the same code paths with 32-thread blocks.
-SIM_TILES = Tiles(direct=(8, 4, 2, 2), gemm=(8, 16, 4, 2, 2), transpose=(8, 4, 2),
+#: Tiles for the CUDA simulator: the same code paths with 16- and 32-thread blocks (the
+#: simulator costs about 1 ms per thread and barrier; GEMM BK=8 halves the barriers of BK=4).
+SIM_TILES = Tiles(direct=(8, 4, 2, 2), gemm=(8, 16, 8, 2, 4), transpose=(8, 4, 2),
                   block_1d=32)
 TILES = None
 

@@ -2,6 +2,12 @@
 channel loops, batch chunking of im2col, grid-stride loops, every padding
 mode with stride and dilation, strided device arrays, and pooling corner
 cases.  Small shapes: the CUDA simulator costs ~1 ms per simulated thread.
+
+Collected by every pytest run, but skipped unless the numba-cuda backend is
+available: under the simulator (``NUMBA_ENABLE_CUDASIM=1`` set before Numba
+is imported, which ``tests/test_numba_cuda_sim.py`` does in a subprocess) or
+on a GPU.  (No conftest.py here: ``tests/test_backends.py`` imports the top
+``conftest`` by name.)
 """
 import numpy as np
 import pytest
@@ -12,6 +18,10 @@ from fastconv.testing import assert_close, assert_exact, random_array
 from fastconv.wrappers import numba_cuda_backend as ncb
 
 B = "numba-cuda"
+_REASON = registry.get_backend(B).unavailable_reason()
+pytestmark = pytest.mark.skipif(_REASON is not None,
+                                reason=f"numba-cuda unavailable: {_REASON} "
+                                       f"(run with NUMBA_ENABLE_CUDASIM=1)")
 
 
 def _ref_conv(x, w, b=None, **kw):
