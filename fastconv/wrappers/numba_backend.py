@@ -180,18 +180,31 @@ def _maps(p):
             k.padding_index_map(p.w, pl, pr, p.padding_mode))
 
 
+def _is_plane_case(p) -> bool:
+    """Depthwise or single-channel, stride 1, zero padding: ``conv2d_plane_direct``."""
+    return (p.c_in // p.groups == 1 and p.stride == (1, 1) and p.padding_mode == "zeros")
+
+
 @register("conv2d", "numba", "direct",
           "register-blocked direct convolution (2 output channels x output row per inner "
           "loop, 3 taps fused for kw=3), no workspace, parallel over (image, group, channel "
-          "block, row block)")
+          "block, row block); depthwise/single-channel stride-1 zero-padded cases use a "
+          "copy-free kernel fusing all 9 taps of a 3x3")
 def conv2d_direct(x, weight, bias, p):
     k = _conv()
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(weight)
     b, has_bias = _bias_or_dummy(bias, p.c_out, x.dtype)
     out = np.empty(p.output_shape, dtype=x.dtype)
-    rmap, cmap = _maps(p)
     threads = _threads()
+    if _is_plane_case(p):
+        rows = _row_blocks(p.h_out, p.n * p.c_out, threads)
+        PATH_COUNTS["conv2d/direct/plane"] += 1
+        with _parallel_region():
+            k.conv2d_plane_direct(x, w, b, has_bias, out, p.padding[0], p.padding[2],
+                                  p.dilation[0], p.dilation[1], rows)
+        return out
+    rmap, cmap = _maps(p)
     og = p.c_out // p.groups
     tasks = p.n * p.groups * (-(-og // 4))
     rows = _row_blocks(p.h_out, tasks, threads)
