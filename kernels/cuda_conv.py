@@ -6,9 +6,10 @@ cig = C_in/G, cog = C_out/G)::
 
     conv2d:  out[n, o, y, x] = b[o] + sum_{c<cig, i<KH, j<KW}
                  in[n, g*cig + c, pad(y*SH - PT + i*DH), pad(x*SW - PL + j*DW)] * w[o, c, i, j]
-    conv_transpose2d (gather form of out[n, o, y*SH - PH + i*DH, ...] += in[n, c, y, x] * w[c, o', i, j]):
-             out[n, g*cog + o', y, x] = b + sum_{c<cig, i, j : (y + PH - i*DH) % SH == 0, ...}
-                 in[n, g*cig + c, (y + PH - i*DH) / SH, (x + PW - j*DW) / SW] * w[g*cig + c, o', i, j]
+    conv_transpose2d, the gather form of the scatter
+             out[n, o, y*SH - PH + i*DH, x*SW - PW + j*DW] += in[n, c, y, x] * w[c, o', i, j]:
+             out[n, g*cog + o', y, x] = b + sum_{c<cig, i, j: SH | y+PH-i*DH, SW | x+PW-j*DW}
+                 in[n, g*cig + c, (y+PH-i*DH)/SH, (x+PW-j*DW)/SW] * w[g*cig + c, o', i, j]
 
 ``pad()`` maps a padded coordinate to an input coordinate by the padding mode
 (zeros -> none, reflect, replicate, circular) inside the index math: no padded
@@ -52,10 +53,15 @@ specialization key: dtype, tile constants, padding mode):
    (ceil(M/BN), ceil(cog/BM), min(G, 65535)).  Shared: 2*BK*(BM+BN)*itemsize.
 4. ``conv_transpose2d_gather`` -- one thread per output pixel and OCB output
    channels; it visits only the taps whose source pixel exists (the stride
-   test), so there are no atomics and the result is deterministic.  Block
-   (TX, TY), grid (ceil(Wo/TX), ceil(Ho/TY), min(N*G*ceil(cog/OCB), 65535)).
-   No shared memory: the weights a block reads are the same for all its
-   threads (broadcast loads).
+   test), so there are no atomics and the result is deterministic.  Threads
+   of a block row share one column phase ``x % SW`` (x = phase + SW*k), so a
+   warp takes the same taps and does not diverge on the stride test (stores
+   are then SW apart).  Block (TX, TY), grid (SW*ceil(ceil(Wo/SW)/TX),
+   ceil(Ho/TY), min(N*G*ceil(cog/OCB), 65535)).  No shared memory: the
+   weights a block reads are the same for all its threads (broadcast loads).
+
+Versions: v1 (this file), correctness-checked under the CUDA simulator and
+compiled with ptxas for sm_80/sm_90; not yet timed on a GPU.
 
 Tile constants come from the host (``fastconv.wrappers.numba_cuda_backend``);
 under the CUDA simulator it picks smaller tiles that run the same code.
@@ -372,9 +378,11 @@ def conv_transpose2d_gather_kernel(dtype, tx: int, ty: int, ocb: int):
 
     @cuda.jit
     def conv_transpose2d_gather(x, w, b, out, has_bias, groups, cig, cog, co_blocks, H, W,
-                                Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW):
+                                Ho, Wo, KH, KW, SH, SW, PH, PW, DH, DW, xblocks):
+        # xblocks = ceil(ceil(Wo/SW)/TX) blocks per column phase
         acc = cuda.local.array(OCB, T)
-        ox = cuda.blockIdx.x * TX + cuda.threadIdx.x
+        phase = cuda.blockIdx.x // xblocks
+        ox = phase + SW * ((cuda.blockIdx.x - phase * xblocks) * TX + cuda.threadIdx.x)
         oy = cuda.blockIdx.y * TY + cuda.threadIdx.y
         if ox >= Wo or oy >= Ho:
             return  # no barriers in this kernel

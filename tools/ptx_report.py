@@ -122,7 +122,7 @@ def kernel_specs(dtype: str):
     k = cuda_conv.conv_gemm_kernel(dtype, *t.gemm)
     specs.append(("conv_gemm", k.py_func, (a2, a2, a1, a3, b) + (i,) * 6))
     k = cuda_conv.conv_transpose2d_gather_kernel(dtype, *t.transpose)
-    specs.append(("conv_transpose2d_gather", k.py_func, (a4, a4, a1, a4, b) + (i,) * 16))
+    specs.append(("conv_transpose2d_gather", k.py_func, (a4, a4, a1, a4, b) + (i,) * 17))
     for with_idx in (False, True):
         k = cuda_pool.max_pool2d_kernel(dtype, with_idx)
         specs.append((f"max_pool2d[idx={with_idx}]", k.py_func, (a4, a4, i4) + (i,) * 12))

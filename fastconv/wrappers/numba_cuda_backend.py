@@ -308,7 +308,7 @@ def _choose_conv2d(p):
 # --------------------------------------------------------------------------
 @register("conv_transpose2d", NAME, "direct",
           "gather form: one thread per output pixel x OCB channels visits only the taps "
-          "whose input pixel exists; no atomics, deterministic")
+          "whose input pixel exists (warps share a column phase); no atomics, deterministic")
 def conv_transpose2d_direct(x, weight, bias, p):
     from numba import cuda
 
@@ -319,13 +319,14 @@ def conv_transpose2d_direct(x, weight, bias, p):
     tx, ty, ocb = t.transpose
     cig, cog = p.c_in // p.groups, p.c_out // p.groups
     co_blocks = _ceil(cog, ocb)
-    grid = (_ceil(p.w_out, tx), _ceil(p.h_out, ty), min(p.n * p.groups * co_blocks,
-                                                         _GRID_YZ))
+    xblocks = _ceil(_ceil(p.w_out, p.stride[1]), tx)   # blocks per column phase
+    grid = (p.stride[1] * xblocks, _ceil(p.h_out, ty), min(p.n * p.groups * co_blocks,
+                                                            _GRID_YZ))
     kernel = conv_transpose2d_gather_kernel(x.dtype, tx, ty, ocb)
     kernel[grid, (tx, ty)](
         x, weight, _bias_or_dummy(bias, x.dtype), out, bias is not None, p.groups, cig, cog,
         co_blocks, p.h, p.w, p.h_out, p.w_out, p.kh, p.kw, p.stride[0], p.stride[1],
-        p.padding[0], p.padding[1], p.dilation[0], p.dilation[1])
+        p.padding[0], p.padding[1], p.dilation[0], p.dilation[1], xblocks)
     return out
 
 
