@@ -10,6 +10,9 @@
 // FLOPs: 2 * N*Cout*Ho*Wo * Cg*kh*kw (+ N*Cout*Ho*Wo for the bias).
 // Minimum bytes: sizeof(T) * (N*C*H*W + Cout*Cg*kh*kw + Cout + N*Cout*Ho*Wo).
 // Offsets into x, y and the im2col workspace are 64-bit (i64).
+// Register budget: every kernel states a minimum number of resident blocks in its
+// __launch_bounds__ (<= 128 registers per thread); without it ptxas 13.0 picked
+// 40-64 registers for sm_90 and spilled (tests/test_cu_compile.py checks: no spills).
 //
 // Kernels (kernel names carry their specialization, e.g.
 // conv2d_direct<float, 1, 16, 8, 2, 4, 4096>):
@@ -50,7 +53,7 @@
 #define FC_DIRECT_WCAP 128
 
 template <typename T, int PAD, int BX, int BY, int RW, int COB, int PATCH_CAP>
-__global__ void __launch_bounds__(BX * BY)
+__global__ void __launch_bounds__(BX * BY, 4)
 conv2d_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
               T* __restrict__ y, int N, int C, int H, int W, int Cout, int kh, int kw,
               int Ho, int Wo, int sh, int sw, int pt, int pl, int dh, int dw, int groups,
@@ -138,7 +141,7 @@ conv2d_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restr
 // cols[g, k, col]: (G, K, nb*P), k = (c*kh + i)*kw + j, col = n*P + oy*Wo + ox,
 // for the nb images starting at x (the host passes the chunk's slice).
 template <typename T, int PAD>
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(256, 2)
 conv2d_im2col(const T* __restrict__ x, T* __restrict__ cols, int nb, int C, int H, int W,
               int kh, int kw, int Ho, int Wo, int sh, int sw, int pt, int pl, int dh, int dw,
               int groups) {

@@ -25,7 +25,7 @@
 #include "fastconv_common.cuh"
 
 template <typename T, int COB>
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(256, 2)
 conv_transpose2d_gather(const T* __restrict__ x, const T* __restrict__ w,
                         const T* __restrict__ bias, T* __restrict__ y, int N, int C, int H,
                         int W, int Cout, int kh, int kw, int Ho, int Wo, int sh, int sw,

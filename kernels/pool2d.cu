@@ -33,7 +33,7 @@ __device__ __forceinline__ void max_update(T v, i64 at, T& best, i64& best_at) {
 }
 
 template <typename T, int WITH_IDX>
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(256, 2)
 max_pool2d(const T* __restrict__ x, T* __restrict__ y, i64* __restrict__ idx, i64 NC, int H,
            int W, int Ho, int Wo, int kh, int kw, int sh, int sw, int ph, int pw, int dh,
            int dw) {
@@ -60,7 +60,7 @@ max_pool2d(const T* __restrict__ x, T* __restrict__ y, i64* __restrict__ idx, i6
 }
 
 template <typename T>
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(256, 2)
 avg_pool2d(const T* __restrict__ x, T* __restrict__ y, i64 NC, int H, int W, int Ho, int Wo,
            int kh, int kw, int sh, int sw, int ph, int pw, int count_include_pad,
            int divisor_override) {
@@ -95,7 +95,7 @@ __device__ __forceinline__ void adaptive_window(int i, int in, int out, int& sta
 }
 
 template <typename T>
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(256, 2)
 adaptive_avg_pool2d(const T* __restrict__ x, T* __restrict__ y, i64 NC, int H, int W, int Ho,
                     int Wo) {
     const i64 total = NC * Ho * Wo;
@@ -116,7 +116,7 @@ adaptive_avg_pool2d(const T* __restrict__ x, T* __restrict__ y, i64 NC, int H, i
 }
 
 template <typename T, int WITH_IDX>
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(256, 2)
 adaptive_max_pool2d(const T* __restrict__ x, T* __restrict__ y, i64* __restrict__ idx,
                     i64 NC, int H, int W, int Ho, int Wo) {
     const i64 total = NC * Ho * Wo;
