@@ -22,7 +22,7 @@ import os
 
 import pytest
 
-from fastconv.perf import edge, machine, runners, suite
+from fastconv.perf import machine, runners, suite
 
 
 def pytest_addoption(parser):

@@ -6,15 +6,12 @@ small cases only.
 """
 import argparse
 import json
-import math
-import os
 
 import numpy as np
 import pytest
 
 import fastconv as fc
-from fastconv import dense
-from fastconv.perf import edge, records, report, runners, suite, timing
+from fastconv.perf import edge, records, runners, suite, timing
 from fastconv.perf.cli import add_subcommands
 from fastconv.perf.suite import Case
 

@@ -16,7 +16,7 @@ import json
 
 from .suite import Case
 
-__all__ = ["extra_info", "benchmark_record", "run_document", "load", "FORMAT_VERSION"]
+__all__ = ["extra_info", "percentages", "benchmark_record", "run_document", "load", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 
@@ -31,19 +31,28 @@ def extra_info(case: Case, runner, params, median_s: float, rel_error: float,
     gbs = nbytes / median_s / 1e9
     info = {"fastconv": FORMAT_VERSION, "case": case.id, "layer": case.name, "op": case.op,
             "group": case.group, "suite": case.suite, "describe": case.describe(),
+            "input_shape": list(case.input_shape),
+            "weight_shape": list(case.weight_shape) if case.weight_shape else None,
+            "kwargs": dict(case.kwargs),
             "impl": runner.label, "role": runner.role, "device": runner.device,
             "backend": runner.backend, "algorithm": runner.algorithm,
             "dtype": str(params.dtype or "float32"), "flops": flops, "bytes": nbytes,
             "intensity": flops / nbytes, "median_s": median_s, "gflops": gflops, "gbs": gbs,
             "rel_error": rel_error, "auto": auto, "machine": machine}
     if ceilings:
-        peak_f, peak_b = ceilings["gemm_gflops"], ceilings["copy_gbs"]
-        roof = min(peak_f, info["intensity"] * peak_b)
-        info.update(peak_gflops=peak_f, peak_gbs=peak_b, roof_gflops=roof,
-                    pct_peak=100.0 * gflops / roof,
-                    bound="compute" if info["intensity"] * peak_b >= peak_f else "memory",
-                    pct_gemm=100.0 * gflops / peak_f, pct_copy=100.0 * gbs / peak_b)
+        info.update(percentages(info, ceilings))
     return info
+
+
+def percentages(info: dict, ceilings: dict) -> dict:
+    """Roofline fields of a record against measured ceilings (GEMM GFLOP/s, copy GB/s)."""
+    peak_f, peak_b = ceilings["gemm_gflops"], ceilings["copy_gbs"]
+    roof = min(peak_f, info["intensity"] * peak_b)
+    return {"peak_gflops": peak_f, "peak_gbs": peak_b, "roof_gflops": roof,
+            "pct_peak": 100.0 * info["gflops"] / roof,
+            "bound": "compute" if info["intensity"] * peak_b >= peak_f else "memory",
+            "pct_gemm": 100.0 * info["gflops"] / peak_f,
+            "pct_copy": 100.0 * info["gbs"] / peak_b}
 
 
 def benchmark_record(name: str, group: str, stats: dict, info: dict, params: dict) -> dict:

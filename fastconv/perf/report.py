@@ -180,20 +180,11 @@ def _case_section(case_id, rows, runs) -> list[str]:
 
 
 def _params_for(info):
-    """Rebuild conv2d params from a record's ``describe`` text (shapes only)."""
+    """conv2d params of a record (shapes only), or None if the record lacks them."""
     try:
-        import ast
-        text = info["describe"]
-        inp = ast.literal_eval(text.split("input ", 1)[1].split(" weight")[0])
-        wt = ast.literal_eval(text.split("weight ", 1)[1].split(" (")[0])
-        kw = {}
-        if " (" in text.split("weight ", 1)[1]:
-            inner = text.split("weight ", 1)[1].split(" (", 1)[1].rstrip(")")
-            for part in inner.split(", "):
-                k, v = part.split("=", 1)
-                kw[k] = ast.literal_eval(v)
-        return dense.conv_params(inp, wt, dtype=info.get("dtype", "float32"), **kw)
-    except Exception:  # noqa: BLE001 - a foreign describe string: no note
+        return dense.conv_params(tuple(info["input_shape"]), tuple(info["weight_shape"]),
+                                 dtype=info.get("dtype", "float32"), **info.get("kwargs", {}))
+    except Exception:  # noqa: BLE001 - an older or foreign record: no note
         return None
 
 
@@ -501,7 +492,11 @@ def write_report(docs: list, out_dir: str, sources=None, title: str = "fastconv 
         for dev, c in (run["ceilings"] or {}).items():
             lines.append(f"- measured ceiling ({dev}): GEMM {c['gemm_gflops']:.1f} GFLOP/s"
                          + (f" (float32 matmul n={c['gemm_n']})" if "gemm_n" in c else "")
-                         + f", copy {c['copy_gbs']:.1f} GB/s (read + write)")
+                         + f", copy {c['copy_gbs']:.1f} GB/s (read + write)"
+                         + ("; the higher of " + " and ".join(
+                             f"{m['gemm_gflops']:.1f} GFLOP/s / {m['copy_gbs']:.1f} GB/s"
+                             for m in c["measured"]) + " measured before and after the suite"
+                            if c.get("measured") else ""))
         lines.append("")
     lines += ["Rates: GFLOP/s counts the convolution's useful flops (2 per multiply-add; "
               "pooling: 1 per window tap) whatever the algorithm executes; GB/s the minimum "
