@@ -31,7 +31,9 @@ specialization key: dtype, tile constants, padding mode):
    halo (CK x tile_h x tile_w, tile_h = (TY*RY - 1)*SH + (KH-1)*DH + 1, read
    with consecutive threads on consecutive columns: coalesced) and the
    filter tile (OCB x CK x KH x KW); every thread then accumulates RY rows x
-   OCB channels = RY*OCB outputs in registers.  Launch: block (TX, TY),
+   OCB channels = RY*OCB outputs in registers (the host lowers OCB to C_out/G
+   when a group has fewer channels: depthwise runs OCB=1, no wasted FMAs).
+   Launch: block (TX, TY),
    grid (ceil(Wo/TX), ceil(Ho/(TY*RY)), min(N*G*ceil(cog/OCB), 65535)) with a
    grid-stride loop over z.  Shared memory per block:
    (CK*tile_h*tile_w + OCB*CK*KH*KW) * itemsize; the host picks CK so this

@@ -119,6 +119,13 @@ def kernel_specs(dtype: str):
                       (a4, a4, a1, a4, b) + (i,) * 19))
         k = cuda_conv.im2col_kernel(dtype, mode)
         specs.append((f"im2col[{mode_name}]", k.py_func, (a4, a2) + (i,) * 14))
+    # depthwise (one output channel per group): OCB shrinks to 1
+    tx, ty, ry, _ = t.direct
+    k = cuda_conv.conv2d_direct_kernel(dtype, 0, tx, ty, ry, 1)
+    specs.append(("conv2d_direct[zeros,ocb=1]", k.py_func, (a4, a4, a1, a4, b) + (i,) * 19))
+    k = cuda_conv.conv_transpose2d_gather_kernel(dtype, t.transpose[0], t.transpose[1], 1)
+    specs.append(("conv_transpose2d_gather[ocb=1]", k.py_func,
+                  (a4, a4, a1, a4, b) + (i,) * 17))
     k = cuda_conv.conv_gemm_kernel(dtype, *t.gemm)
     specs.append(("conv_gemm", k.py_func, (a2, a2, a1, a3, b) + (i,) * 6))
     k = cuda_conv.conv_transpose2d_gather_kernel(dtype, *t.transpose)

@@ -162,6 +162,12 @@ def _bias_or_dummy(bias, dtype):
     return _dummies[key]
 
 
+def _channels_per_block(ocb: int, cog: int) -> int:
+    """Output channels per thread: the tile's OCB, or fewer when a group has fewer
+    (depthwise: 1), so no accumulator computes a channel that does not exist."""
+    return max(1, min(ocb, cog))
+
+
 def _mode(p) -> int:
     from fastconv.kernels.cuda_conv import PAD_MODES
     return PAD_MODES[p.padding_mode]
@@ -173,7 +179,8 @@ def _mode(p) -> int:
 def _direct_plan(p, t: Tiles):
     """(ck, tile_h, tile_w, shared bytes) or a reason string."""
     from fastconv.kernels.cuda_conv import direct_tile_extent
-    tx, ty, ry, ocb = t.direct
+    tx, ty, ry, _ = t.direct
+    ocb = _channels_per_block(t.direct[3], p.c_out // p.groups)
     tile_h, tile_w = direct_tile_extent(p, tx, ty, ry)
     itemsize = np.dtype(p.dtype or np.float32).itemsize
     per_channel = (tile_h * tile_w + ocb * p.kh * p.kw) * itemsize
@@ -205,8 +212,9 @@ def conv2d_direct(x, weight, bias, p):
     ck, tile_h, tile_w, shared = plan
     x, weight, bias = _contiguous(x), _contiguous(weight), _contiguous(bias)
     out = cuda.device_array(p.output_shape, dtype=x.dtype)
-    tx, ty, ry, ocb = t.direct
+    tx, ty, ry, _ = t.direct
     cig, cog = p.c_in // p.groups, p.c_out // p.groups
+    ocb = _channels_per_block(t.direct[3], cog)
     co_blocks = _ceil(cog, ocb)
     grid = (_ceil(p.w_out, tx), _ceil(p.h_out, ty * ry), min(p.n * p.groups * co_blocks,
                                                               _GRID_YZ))
@@ -316,8 +324,9 @@ def conv_transpose2d_direct(x, weight, bias, p):
     t = tiles()
     x, weight, bias = _contiguous(x), _contiguous(weight), _contiguous(bias)
     out = cuda.device_array(p.output_shape, dtype=x.dtype)
-    tx, ty, ocb = t.transpose
+    tx, ty, _ = t.transpose
     cig, cog = p.c_in // p.groups, p.c_out // p.groups
+    ocb = _channels_per_block(t.transpose[2], cog)
     co_blocks = _ceil(cog, ocb)
     xblocks = _ceil(_ceil(p.w_out, p.stride[1]), tx)   # blocks per column phase
     grid = (p.stride[1] * xblocks, _ceil(p.h_out, ty), min(p.n * p.groups * co_blocks,
