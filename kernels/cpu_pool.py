@@ -69,6 +69,30 @@ def _max_update_idx(om, im, s, rb, sw):
 
 
 @njit(cache=True, inline="always")
+def _max_update_idx_s2(om, im, s, rb):
+    """As _max_update_idx for stride 2, reading s[2q] from a contiguous view.
+
+    (``s[2*q]`` on a contiguous row vectorizes as interleaved loads; a
+    strided view ``src[a::2]`` does not.)
+    """
+    for q in range(om.shape[0]):
+        v = s[2 * q]
+        m = om[q]
+        take = (v > m) or (v != v)
+        om[q] = v if take else m
+        im[q] = rb + 2 * q if take else im[q]
+
+
+@njit(cache=True, inline="always")
+def _max_update_s2(om, s):
+    for q in range(om.shape[0]):
+        v = s[2 * q]
+        m = om[q]
+        take = (v > m) or (v != v)
+        om[q] = v if take else m
+
+
+@njit(cache=True, inline="always")
 def _max_update(om, s):
     for q in range(om.shape[0]):
         v = s[q]
@@ -118,11 +142,15 @@ def max_pool2d_rows(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw):
                         rb = r * w_in + lo * sw + off
                         if sw == 1:
                             _max_update_idx(om, im, src[lo + off:hi + off], rb, 1)
+                        elif sw == 2:
+                            _max_update_idx_s2(om, im, src[lo * 2 + off:], rb)
                         else:
                             _max_update_idx(om, im, _tap_view(src, lo, hi, sw, off), rb, sw)
                     else:
                         if sw == 1:
                             _max_update(om, src[lo + off:hi + off])
+                        elif sw == 2:
+                            _max_update_s2(om, src[lo * 2 + off:])
                         else:
                             _max_update(om, _tap_view(src, lo, hi, sw, off))
 
@@ -156,6 +184,10 @@ def avg_pool2d_rows(x, out, divisor, kh, kw, sh, sw, ph, pw):
                         s1 = src[lo + off:hi + off]
                         for q in range(hi - lo):
                             om[q] += s1[q]
+                    elif sw == 2:
+                        s2 = src[lo * 2 + off:]
+                        for q in range(hi - lo):
+                            om[q] += s2[2 * q]
                     else:
                         ss = _tap_view(src, lo, hi, sw, off)
                         for q in range(hi - lo):
@@ -167,24 +199,35 @@ def avg_pool2d_rows(x, out, divisor, kh, kw, sh, sw, ph, pw):
 
 @njit(parallel=True, fastmath=True, cache=True)
 def adaptive_avg_pool2d_planes(x, out):
-    """Adaptive average pooling, one task per (n, c) plane."""
+    """Adaptive average pooling, one task per (n, c) plane.
+
+    Per output row: the window's input rows are summed into one row of
+    column sums (long contiguous vector loops), then each output sums its
+    column range of that row.
+    """
     n_img, ch, h, w_in = x.shape
     ho, wo = out.shape[2], out.shape[3]
     for t in prange(n_img * ch):
         n = t // ch
         c = t % ch
         plane = x[n, c]
+        colsum = np.empty(w_in, dtype=out.dtype)
         for oy in range(ho):
             h0 = (oy * h) // ho
             h1 = ((oy + 1) * h + ho - 1) // ho
+            first = plane[h0]
+            for q in range(w_in):
+                colsum[q] = first[q]
+            for r in range(h0 + 1, h1):
+                src = plane[r]
+                for q in range(w_in):
+                    colsum[q] += src[q]
             for ox in range(wo):
                 w0 = (ox * w_in) // wo
                 w1 = ((ox + 1) * w_in + wo - 1) // wo
                 s = 0.0
-                for r in range(h0, h1):
-                    src = plane[r]
-                    for q in range(w0, w1):
-                        s += src[q]
+                for q in range(w0, w1):
+                    s += colsum[q]
                 out[n, c, oy, ox] = s / ((h1 - h0) * (w1 - w0))
 
 

@@ -13,11 +13,27 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
 import time
 
-import numpy as np
 
-import fastconv as fc
+def _threads_from_argv(default=2):
+    """--threads, read before NumPy loads OpenBLAS (its pool size is fixed at load)."""
+    for i, a in enumerate(sys.argv):
+        if a == "--threads" and i + 1 < len(sys.argv):
+            return sys.argv[i + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+    return str(default)
+
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, _threads_from_argv())
+
+import numpy as np  # noqa: E402
+
+import fastconv as fc  # noqa: E402
 
 # (name, N, C_in, C_out, H, W, k, stride, pad, groups)
 CONV_LAYERS = [
@@ -52,6 +68,9 @@ def timeit(fn, reps):
     return ts
 
 
+CLOCK = time.perf_counter
+
+
 def side_by_side(fns, reps):
     """Median seconds of each callable, calls interleaved round by round."""
     for f in fns:
@@ -59,9 +78,9 @@ def side_by_side(fns, reps):
     times = [[] for _ in fns]
     for _ in range(reps):
         for i, f in enumerate(fns):
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             f()
-            times[i].append(time.perf_counter() - t0)
+            times[i].append(CLOCK() - t0)
     return [float(np.median(t)) for t in times]
 
 
@@ -191,14 +210,21 @@ def main():
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--algorithms", action="store_true", help="also time every algorithm")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with the process CPU clock (robust on an overloaded machine; "
+                         "meaningful with --threads 1, where it equals the work done)")
     args = ap.parse_args()
+    global CLOCK
+    if args.cpu_time:
+        CLOCK = time.process_time
     import numba
     import torch
     torch.set_num_threads(args.threads)
     numba.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     print(f"torch {torch.__version__}, numba {numba.__version__}, threads {args.threads}, "
-          f"float32, medians of {args.reps}\n")
+          f"float32, medians of {args.reps}, "
+          f"{'process CPU time' if args.cpu_time else 'wall time'}\n")
     g = args.group
     if g in ("conv", "all"):
         conv_group(CONV_LAYERS, args.reps, args.algorithms, torch, rng)
