@@ -107,11 +107,42 @@ def _pad(xp, x, pads, mode):
     return xp.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode=np_mode)
 
 
-def _weight_grad(xp, xpad, gy, groups, kh, kw, stride, dilation, backend, algorithm):
-    """dL/dw[o, c, i, j] = sum_{n,y,x} gy[n, o, y, x] * xpad[n, c, y*s + i*d, x*s + j*d].
+#: Largest im2col block (bytes) the host weight gradient materializes at once.
+WEIGHT_GRAD_WORKSPACE_BYTES = 64 * 2**20
 
-    Computed per group as conv2d(xpad^T, gy^T, stride=d, dilation=s): the
-    batch becomes the reduction channel axis; the result is cropped to (kh, kw).
+
+def _weight_grad(xp, xpad, gy, groups, kh, kw, stride, dilation, backend, algorithm):
+    """dL/dw[o, c, i, j] = sum_{n,y,x} gy[n, o, y, x] * xpad[n, c, y*s + i*d, x*s + j*d]."""
+    if xp is np:
+        return _weight_grad_host(xpad, gy, groups, kh, kw, stride, dilation)
+    return _weight_grad_as_conv(xp, xpad, gy, groups, kh, kw, stride, dilation, backend,
+                                algorithm)
+
+
+def _weight_grad_host(xpad, gy, groups, kh, kw, stride, dilation):
+    """im2col of the forward input (a window view, copied in batch chunks) times dL/dy: a GEMM."""
+    from .reference import windows
+    n, c_in = xpad.shape[:2]
+    c_out, ho, wo = gy.shape[1:]
+    cig, cog = c_in // groups, c_out // groups
+    win = windows(xpad, (kh, kw), stride, dilation)[:, :, :ho, :wo]  # (N, C, Ho, Wo, kh, kw)
+    per_image = c_in * ho * wo * kh * kw * xpad.dtype.itemsize
+    chunk = max(1, WEIGHT_GRAD_WORKSPACE_BYTES // max(per_image, 1))
+    out = np.zeros((groups, cog, cig, kh, kw), dtype=np.float64 if gy.dtype == np.float16
+                   else gy.dtype)
+    for n0 in range(0, n, chunk):
+        for g in range(groups):
+            w_ = win[n0:n0 + chunk, g * cig:(g + 1) * cig]               # (n, cig, Ho, Wo, kh, kw)
+            g_ = gy[n0:n0 + chunk, g * cog:(g + 1) * cog]                # (n, cog, Ho, Wo)
+            out[g] += np.tensordot(g_, w_, axes=([0, 2, 3], [0, 2, 3]))  # (cog, cig, kh, kw)
+    return np.ascontiguousarray(out.reshape(c_out, cig, kh, kw), dtype=gy.dtype)
+
+
+def _weight_grad_as_conv(xp, xpad, gy, groups, kh, kw, stride, dilation, backend, algorithm):
+    """The same correlation as a forward conv2d: conv2d(xpad^T, gy^T, stride=d, dilation=s).
+
+    The batch becomes the reduction channel axis; the result is cropped to (kh, kw).
+    Used on the GPU, where it runs on the backend's own kernels.
     """
     n, c_in = xpad.shape[:2]
     c_out = gy.shape[1]
