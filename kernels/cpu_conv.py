@@ -436,15 +436,20 @@ def conv_transpose2d_direct(x, w, b, has_bias, out, sh, sw, ph, pw, dh, dw, grou
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def col2im_add(cols, out, n, o0, og, kh, kw, iy0, iy1, w_in, sh, sw, ph, pw, dh, dw):
-    """out[n, o0+o, iy*sh - ph + i*dh, ix*sw - pw + j*dw] += cols[(o,i,j), (iy-iy0)*W + ix].
+def col2im_add(cols, out, n0, nb, o0, og, kh, kw, iy0, iy1, w_in, sh, sw, ph, pw, dh, dw):
+    """out[n, o0+o, iy*sh - ph + i*dh, ix*sw - pw + j*dw] += cols[(o,i,j), col(n, iy, ix)].
 
-    Version 4: one task per output plane o (no two tasks share an output
-    element); taps in a fixed order, so the result is deterministic.
+    ``col(n, iy, ix) = ((n-n0)*(iy1-iy0) + iy-iy0)*W + ix`` for images
+    [n0, n0+nb) and input rows [iy0, iy1).  Version 4: one task per output
+    plane (n, o) (no two tasks share an output element); taps in a fixed
+    order, so the result is deterministic.
     """
     ho, wo = out.shape[2], out.shape[3]
-    for o in prange(og):
-        plane = out[n, o0 + o]
+    nrow = iy1 - iy0
+    for t in prange(nb * og):
+        nn = t // og
+        o = t % og
+        plane = out[n0 + nn, o0 + o]
         for i in range(kh):
             for j in range(kw):
                 k = (o * kh + i) * kw + j
@@ -459,7 +464,7 @@ def col2im_add(cols, out, n, o0, og, kh, kw, iy0, iy1, w_in, sh, sw, ph, pw, dh,
                     oy = iy * sh - ph + i * dh
                     if oy < 0 or oy >= ho:
                         continue
-                    src = (iy - iy0) * w_in
+                    src = (nn * nrow + iy - iy0) * w_in
                     cs = cols[k, src + ix0:src + ix1]
                     orow = plane[oy]
                     if sw == 1:

@@ -47,7 +47,7 @@ import numpy as np
 from .. import reference
 from ..registry import Backend, register, register_backend, register_chooser
 
-__all__ = ["IM2COL_WORKSPACE_BYTES", "im2col_chunk", "choose_conv2d", "choose_conv_transpose2d",
+__all__ = ["IM2COL_WORKSPACE_BYTES", "im2col_chunk", "conv_transpose2d_chunk", "choose_conv2d", "choose_conv_transpose2d",
            "PATH_COUNTS"]
 
 #: Largest im2col / col2im workspace in bytes (per calling thread).  Set
@@ -361,22 +361,50 @@ def conv_transpose2d_gemm(x, weight, bias, p):
     kk = og * p.kh * p.kw
     # wt[g]: (C_in/G, C_out/G*kh*kw); its transpose is the GEMM's left operand
     wt = w.reshape(g, cg, kk)
-    rows = max(1, min(p.h, IM2COL_WORKSPACE_BYTES // (kk * p.w * x.dtype.itemsize)))
+    images, rows = conv_transpose2d_chunk(p, x.dtype.itemsize)
     PATH_COUNTS["conv_transpose2d/gemm"] += 1
+    npix = p.h * p.w
     with _parallel_region():
         k.fill_bias(out.reshape(p.n, p.c_out, -1), b, has_bias)
-        for n in range(p.n):
+        for n0 in range(0, p.n, images):
+            nb = min(images, p.n - n0)
             for gi in range(g):
+                xg = x[n0:n0 + nb, gi * cg:(gi + 1) * cg]
                 for iy0 in range(0, p.h, rows):
                     iy1 = min(p.h, iy0 + rows)
-                    xs = x[n, gi * cg:(gi + 1) * cg, iy0:iy1, :].reshape(cg, (iy1 - iy0) * p.w)
-                    # cols: (C_out/G*kh*kw, rows*W)
-                    cols = _workspace("col2im", (kk, (iy1 - iy0) * p.w), x.dtype)
+                    if nb > 1:
+                        # xs: (C_in/G, nb*H*W), images side by side
+                        xs = _workspace("convt_x", (cg, nb, npix), x.dtype)
+                        np.copyto(xs, xg.reshape(nb, cg, npix).transpose(1, 0, 2))
+                        xs = xs.reshape(cg, nb * npix)
+                    else:
+                        xs = xg[0, :, iy0:iy1, :].reshape(cg, (iy1 - iy0) * p.w)
+                    # cols: (C_out/G*kh*kw, nb*rows*W)
+                    cols = _workspace("col2im", (kk, xs.shape[1]), x.dtype)
                     np.matmul(wt[gi].T, xs, out=cols)
-                    k.col2im_add(cols, out, n, gi * og, og, p.kh, p.kw, iy0, iy1, p.w,
+                    k.col2im_add(cols, out, n0, nb, gi * og, og, p.kh, p.kw, iy0, iy1, p.w,
                                  p.stride[0], p.stride[1], p.padding[0], p.padding[1],
                                  p.dilation[0], p.dilation[1])
     return out
+
+
+def conv_transpose2d_chunk(p, itemsize: int, cap: int | None = None) -> tuple[int, int]:
+    """(images, input rows) per GEMM + col2im chunk under the workspace cap.
+
+    The column buffer is ``C_out/G*kh*kw`` x ``images*rows*W``; batching
+    several images (whole images only, for inputs of fewer than
+    :data:`IM2COL_BATCH_PIXELS` pixels) also needs a ``C_in/G`` x
+    ``images*H*W`` copy of the inputs.  At least one input row.
+    """
+    cap = IM2COL_WORKSPACE_BYTES if cap is None else cap
+    kk = (p.c_out // p.groups) * p.kh * p.kw
+    cg = p.c_in // p.groups
+    npix = p.h * p.w
+    rows = max(1, min(p.h, cap // (kk * p.w * itemsize)))
+    if rows == p.h and npix < IM2COL_BATCH_PIXELS and p.n > 1:
+        images = max(1, min(p.n, cap // ((kk + cg) * npix * itemsize)))
+        return images, p.h
+    return 1, rows
 
 
 @register_chooser("conv_transpose2d", "numba")
