@@ -106,6 +106,7 @@ def run_bench(out_dir: str, quick: bool = True, suite: str | None = None,
                 continue
             todo.append((case, r))
     sizes = EDGE_SWEEP["quick" if quick else "full"] if edge_sweep else ()
+    n_cases = len({case.id for case, _r in todo})
     bar = _progress(len(todo) + len(sizes), progress)
     benchmarks, skipped, failed = [], [], []
     old_limit = dense.MEMORY_LIMIT
@@ -113,7 +114,14 @@ def run_bench(out_dir: str, quick: bool = True, suite: str | None = None,
         dense.MEMORY_LIMIT = int(dense_limit)
     try:
         data_cache, auto_cache = {}, {}
+        seen, t_case = [], time.perf_counter()
         for case, r in todo:
+            if bar is None and (not seen or seen[-1] != case.id):
+                if seen:
+                    log(f"  [{len(seen)}/{n_cases}] {seen[-1]}: "
+                        f"{time.perf_counter() - t_case:.0f} s")
+                seen.append(case.id)
+                t_case = time.perf_counter()
             if bar is not None:
                 bar.set_postfix_str(f"{case.name[:28]} | {r.label[:26]}")
             data = data_cache.get(case.id)
@@ -141,6 +149,8 @@ def run_bench(out_dir: str, quick: bool = True, suite: str | None = None,
                 del fn
             if bar is not None:
                 bar.update(1)
+        if bar is None and seen:
+            log(f"  [{len(seen)}/{n_cases}] {seen[-1]}: {time.perf_counter() - t_case:.0f} s")
         data_cache.clear()
         dense.clear_cache()
         if sizes:
