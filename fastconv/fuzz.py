@@ -891,6 +891,8 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", action="append", default=None,
                     help="only this backend (repeatable); default: every available one")
     ap.add_argument("--op", choices=OPS, default=None, help="only this op")
+    ap.add_argument("--cycle-ops", action="store_true",
+                    help="take the ops in turn instead of drawing one per case")
     ap.add_argument("--size", type=int, default=9, help="spatial sizes drawn up to about this")
     ap.add_argument("--seed", type=int, default=None, help="base seed (default: random)")
     ap.add_argument("--invalid-share", type=float, default=0.15,
@@ -936,7 +938,11 @@ def main(argv=None) -> int:
                                                          % 2**31)
     print(f"base seed {base}; running for {args.minutes} min")
     sys.stdout.flush()
-    stop = time.monotonic() + 60 * args.minutes
+    import os
+    env = "".join(f"{k}={os.environ[k]} " for k in ("FASTCONV_CUPY_EMULATE",
+                                                     "NUMBA_ENABLE_CUDASIM") if k in os.environ)
+    start = time.monotonic()
+    stop = start + 60 * args.minutes
     counts: dict[str, Counter] = {}
     chooser = np.random.default_rng(base)
     ncases = checks = wrong = printed = 0
@@ -946,10 +952,11 @@ def main(argv=None) -> int:
         seed = _case_seed(base, i)
         i += 1
         kind = "invalid" if chooser.random() < args.invalid_share else "valid"
+        op = args.op or (OPS[(i - 1) % len(OPS)] if args.cycle_ops else None)
         ncases += 1
         case_bad = False
         try:
-            results = list(run_one(seed, kind, impls, backends, args.op, args.size))
+            results = list(run_one(seed, kind, impls, backends, op, args.size))
         except Exception as exc:  # a bug in the generator itself
             results = [("fuzz/generator", "wrong", f"{type(exc).__name__}: {exc}")]
         for key, status, msg in results:
@@ -962,15 +969,17 @@ def main(argv=None) -> int:
                 if printed < args.max_failures:
                     printed += 1
                     flag = " --invalid" if kind == "invalid" else ""
-                    print(f"WRONG seed={seed} ({kind}) {key}\n  {msg}\n  replay: python -m "
-                          f"fastconv.fuzz --replay {seed}{flag}"
-                          + (f" --op {args.op}" if args.op else "")
-                          + (f" --size {args.size}" if args.size != 9 else ""))
+                    print(f"WRONG seed={seed} ({kind}) {key}\n  {msg}\n  replay: {env}python "
+                          f"-m fastconv.fuzz --replay {seed}{flag}"
+                          + (f" --op {op}" if op else "")
+                          + (f" --size {args.size}" if args.size != 9 else "")
+                          + "".join(f" --backend {b}" for b in args.backend or []))
                     sys.stdout.flush()
         if case_bad:
             failing_seeds.append(seed)
     print(f"\n{ncases} cases ({checks} checks of an implementation) in "
-          f"{args.minutes} min, {wrong} wrong, {len(failing_seeds)} failing cases")
+          f"{(time.monotonic() - start) / 60:.1f} min, {wrong} wrong, "
+          f"{len(failing_seeds)} failing cases")
     for key in sorted(counts):
         c = counts[key]
         print(f"  {key:45s} ok {c['ok']:6d}  wrong {c['wrong']:5d}  "

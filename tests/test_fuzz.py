@@ -36,10 +36,7 @@ from conftest import implementation_params  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 EXAMPLES = int(os.environ.get("FASTCONV_FUZZ_EXAMPLES", "50"))
-GPU_# NaN/Inf inputs are drawn on purpose: their arithmetic warnings are expected
-pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
-
-EXAMPLES = int(os.environ.get("FASTCONV_FUZZ_GPU_EXAMPLES", "3"))
+GPU_EXAMPLES = int(os.environ.get("FASTCONV_FUZZ_GPU_EXAMPLES", "3"))
 CI_LAYOUTS = tuple(lay for lay in fuzz.LAYOUTS if lay != "readonly")
 
 
@@ -238,3 +235,23 @@ def test_import_fastconv_does_not_import_hypothesis():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 0, run.stderr
+
+
+def test_fuzz_gpu_backends_under_simulators():
+    """The GPU backends, run on this machine's simulators (numba-cuda: NUMBA_ENABLE_CUDASIM;
+    cupy: the CUDA C emulator, FASTCONV_CUPY_EMULATE), get a few cases of every op in a
+    child process (both switches must be set before the backends are imported)."""
+    if fuzz.native_gpu():
+        pytest.skip("a real GPU is present: the GPU backends are fuzzed natively above")
+    env = dict(os.environ, FASTCONV_CUPY_EMULATE="1", NUMBA_ENABLE_CUDASIM="1",
+               PYTHONWARNINGS="ignore")
+    cases = 2 * len(registry.OPS) if EXAMPLES < 100 else 10 * len(registry.OPS)
+    run = subprocess.run([sys.executable, "-m", "fastconv.fuzz", "--cases", str(cases),
+                          "--cycle-ops", "--size", "5", "--invalid-share", "0",
+                          "--backend", "cupy", "--backend", "numba-cuda"],
+                         capture_output=True, text=True, timeout=900, env=env)
+    out = run.stdout + run.stderr
+    if "no available implementation selected" in out:
+        pytest.skip("no GPU backend can run under a simulator here: " + out[-500:])
+    assert run.returncode == 0, out[-4000:]
+    assert f"{cases} cases" in out and " 0 wrong" in out, out[-4000:]
