@@ -1,9 +1,9 @@
 """Backend "cupy": hand-written CUDA C kernels (``kernels/*.cu``) compiled by CuPy (NVRTC).
 
 Kernels are templated over the dtype (``float``, ``double``), the padding mode and
-tile sizes; each source file is compiled once per (device, file, dtype) as one
-``cupy.RawModule`` whose ``name_expressions`` instantiate every specialization the
-host code can launch, and kernels are fetched by their full name
+tile sizes; each source file is compiled once per (device, file, dtype, algorithm
+group) as one ``cupy.RawModule`` whose ``name_expressions`` instantiate every
+specialization the host code can launch, and kernels are fetched by their full name
 (``conv2d_direct<float, 1, 16, 8, 2, 4, 4096>``).  Launches go on CuPy's current
 stream.  Offsets inside the kernels are 64-bit; sizes the kernels keep in 32-bit
 registers (one plane, ``K = C/G*kh*kw``, grid dimensions) are checked here and
@@ -170,8 +170,24 @@ def implicit_gemm_name(t, pad, veca):
     return f"conv2d_implicit_gemm<{t}, {pad}, {veca}>"
 
 
-def specializations(filename: str, dtype: str) -> list[str]:
-    """Every name expression the host code may launch from ``filename`` for ``dtype``."""
+#: Kernels compiled together (one RawModule per file, dtype and group), so a first call
+#: compiles only its algorithm's specializations.
+MODULE_GROUPS = {"conv2d_direct": "direct", "conv2d_im2col": "im2col", "conv2d_gemm": "im2col",
+                 "conv2d_implicit_gemm": "implicit-gemm"}
+
+
+def module_group(name: str) -> str:
+    return MODULE_GROUPS.get(name.split("<", 1)[0], "all")
+
+
+def specializations(filename: str, dtype: str, group: str | None = None) -> list[str]:
+    """Every name expression the host code may launch from ``filename`` for ``dtype``
+    (only those of module ``group`` if given)."""
+    names = _all_specializations(filename, dtype)
+    return names if group is None else [n for n in names if module_group(n) == group]
+
+
+def _all_specializations(filename: str, dtype: str) -> list[str]:
     t, v = _CTYPE[dtype], _VEC[dtype]
     if filename == "conv2d.cu":
         names = []
@@ -194,14 +210,15 @@ SOURCES = ("conv2d.cu", "conv_transpose2d.cu", "pool2d.cu")
 
 
 @functools.lru_cache(maxsize=None)
-def _module(device_key, module_class, filename: str, dtype: str):
+def _module(device_key, module_class, filename: str, dtype: str, group: str):
     return module_class(code=kernel_source(filename), options=NVRTC_OPTIONS,
-                        name_expressions=specializations(filename, dtype))
+                        name_expressions=specializations(filename, dtype, group))
 
 
 def _kernel(rt: _Runtime, filename: str, dtype: str, name: str):
     """Memoized per device (and emulator flavour): compile once, fetch by name."""
-    return _module(rt.device_key, rt.module_class, filename, dtype).get_function(name)
+    return _module(rt.device_key, rt.module_class, filename, dtype,
+                   module_group(name)).get_function(name)
 
 
 # --------------------------------------------------------------------------
