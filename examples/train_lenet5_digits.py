@@ -56,7 +56,7 @@ def train(epochs: int = 15, batch_size: int = 32, lr: float = 2e-3, seed: int = 
             loss = loss_fn(model(x_train[idx]), y_train[idx])
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         losses.append(total / len(x_train))
         accuracy = evaluate(model, x_test, y_test)
         log(f"epoch {epoch + 1:2d}: train loss {losses[-1]:.4f}, test accuracy "

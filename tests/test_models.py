@@ -75,6 +75,6 @@ def _load_example():
 def test_training_example_loss_falls():
     pytest.importorskip("sklearn")
     example = _load_example()
-    _model, losses, accuracy = example.train(epochs=4, subset=400, log=lambda *_: None)
-    assert losses[-1] < 0.6 * losses[0], losses
+    _model, losses, accuracy = example.train(epochs=3, subset=300, log=lambda *_: None)
+    assert losses[-1] < 0.7 * losses[0], losses
     assert accuracy > 0.5
