@@ -93,6 +93,40 @@ def test_conv2d_matches_reference(algorithm, case, dtype, rng):
         assert_close(out, ref, dtype, f"cupy/{algorithm} {case} bias={bias}")
 
 
+def _random_conv2d_case(rng):
+    """A valid conv2d case with random stride, dilation, groups, padding and mode."""
+    while True:
+        groups = int(rng.choice([1, 1, 2, 3]))
+        kh, kw = (int(v) for v in rng.integers(1, 5, size=2))
+        kwargs = {"stride": tuple(int(v) for v in rng.integers(1, 4, size=2)),
+                  "dilation": tuple(int(v) for v in rng.integers(1, 3, size=2)),
+                  "padding": tuple(int(v) for v in rng.integers(0, 3, size=2)),
+                  "groups": groups,
+                  "padding_mode": str(rng.choice(["zeros", "reflect", "replicate",
+                                                  "circular"]))}
+        xs = (int(rng.integers(1, 3)), groups * int(rng.integers(1, 4)),
+              int(rng.integers(3, 24)), int(rng.integers(3, 70)))
+        ws = (groups * int(rng.integers(1, 7)), xs[1] // groups, kh, kw)
+        try:
+            fc.plan("conv2d", np.empty(xs, np.float32), np.empty(ws, np.float32),
+                    backend="numpy", **kwargs)
+        except ValueError:
+            continue
+        return xs, ws, kwargs
+
+
+def test_conv2d_random_sweep(rng):
+    """Random shapes crossing tile edges, every padding mode, all three algorithms."""
+    for trial in range(12):
+        case = _random_conv2d_case(rng)
+        dtype = DTYPES[trial % 2]
+        x, w, b, p, ref = _conv_case("conv2d", rng, case, dtype, bool(trial % 3))
+        for algorithm, fn in CONV_ALGORITHMS.items():
+            if fc.registry.lookup("conv2d", "cupy", algorithm).unsupported_reason(p):
+                continue
+            assert_close(fn(x, w, b, p), ref, dtype, f"cupy/{algorithm} {case}")
+
+
 def _launched(monkeypatch):
     """Names of the kernels the backend launches from now on (one entry per launch)."""
     names = []
