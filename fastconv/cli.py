@@ -46,7 +46,22 @@ def _devices() -> list[str]:
     return found
 
 
+def markdown_table() -> str:
+    """Ops x backends table of registered algorithms, from the registry (for the README)."""
+    rows = registry.backends()
+    lines = ["| op | " + " | ".join(r["name"] for r in rows) + " |",
+             "|---" * (len(rows) + 1) + "|"]
+    for op in registry.OPS:
+        cells = [", ".join(r["ops"].get(op, [])) or "-" for r in rows]
+        lines.append(f"| {op} | " + " | ".join(cells) + " |")
+    lines.append("| dtypes | " + " | ".join(", ".join(r["dtypes"]) for r in rows) + " |")
+    return "\n".join(lines)
+
+
 def cmd_info(args) -> int:
+    if args.markdown:
+        print(markdown_table())
+        return 0
     print(f"fastconv {__version__}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, "
           f"{platform.system()} {platform.machine()}")
@@ -96,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fastconv {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("info", help="version, backends and devices")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the ops x backends x algorithms table as Markdown")
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("filter", help="apply a named image filter to an image file")
     p.add_argument("input", help="input image (PNG, JPEG, ...)")

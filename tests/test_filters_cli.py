@@ -79,3 +79,12 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert main(["filter", str(tmp_path / "missing.png"), str(tmp_path / "o.png"),
                  "--filter", "box"]) == 1
     assert "error" in capsys.readouterr().err
+
+
+def test_readme_backends_table_is_the_registry():
+    """README's ops x backends table is `fastconv info --markdown` (regenerate it if this fails)."""
+    from pathlib import Path
+
+    from fastconv.cli import markdown_table
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert markdown_table() in readme
