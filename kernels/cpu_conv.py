@@ -40,8 +40,9 @@ Versions:
    per (n, o) plane, adds the (kh, kw) column planes into the output in a
    fixed order (deterministic).
 5. conv2d_plane_direct: depthwise / single-channel (C_in/G == 1), stride 1,
-   zero padding: no row copies; 3x3 fuses all 9 taps in one pass per output
-   row (one store per 9 FMAs), kw 3/5 fuse a kernel row per pass.
+   any padding mode: a ring of padded input rows per task (each input row
+   copied once), 3x3 fuses all 9 taps in one pass per output row (one store
+   per 9 FMAs), kw 3/5 fuse a kernel row per pass.
 """
 from __future__ import annotations
 
@@ -225,95 +226,92 @@ def conv2d_direct(x, w, b, has_bias, out, rmap, cmap, pl, sh, sw, dh, dw, groups
                                 k += 1
 
 
-@njit(cache=True, inline="always")
-def _plane_border(orow, plane, wk, x0, x1, oy, pt, pl, dh, dw):
-    """Output columns [x0, x1) of one row, tap by tap with bounds checks (the edges)."""
-    h, w_in = plane.shape
-    kh, kw = wk.shape
-    for ox in range(x0, x1):
-        s = orow[ox]
-        for i in range(kh):
-            r = oy + i * dh - pt
-            if r < 0 or r >= h:
-                continue
-            for j in range(kw):
-                q = ox + j * dw - pl
-                if q >= 0 and q < w_in:
-                    s += wk[i, j] * plane[r, q]
-        orow[ox] = s
-
-
 @njit(parallel=True, fastmath=True, cache=True)
-def conv2d_plane_direct(x, w, b, has_bias, out, pt, pl, dh, dw, rows_per_task):
-    """Depthwise / single-channel direct convolution, stride 1, zero padding (version 5).
+def conv2d_plane_direct(x, w, b, out, rmap, cmap, pl, dh, dw, rows_per_task, nworkers,
+                        scratch):
+    """Depthwise / single-channel direct convolution, stride 1, any padding mode (version 5).
 
     One input channel per output channel (``C_in/G == 1``): output channel
-    ``o`` reads input plane ``o // (C_out/G)``.  No copy of the input at all:
-    the interior of each output row (every tap in bounds) is computed from
-    views of the input rows, kh*kw taps fused into a single pass for 3x3
-    (9 loads, 9 FMAs, 1 store per vector) and kw taps per pass for kw in
-    (3, 5); the few border columns go tap by tap with bounds checks.
-    Task: (image, output channel, block of output rows).
+    ``o`` reads input plane ``o // (C_out/G)``.  Each task (image, output
+    channel, block of output rows) keeps a ring of the ``span = dh*(kh-1)+1``
+    padded input rows it needs: moving down one output row builds one new
+    padded row (interior copied, pads through the index maps), so the input
+    is read once and no border cases remain in the inner loops.  3x3 fuses
+    all 9 taps in one pass over the output row (9 loads + 9 FMAs per store,
+    output written once); kw 3/5 fuse one kernel row per pass.
+    ``b`` holds zeros when there is no bias (keeps arithmetic in x's dtype).
+    scratch: (nworkers, span * len(cmap)).
     """
     n_img, c_in, h, w_in = x.shape
     c_out, _cg, kh, kw = w.shape
     ho, wo = out.shape[2], out.shape[3]
     mult = c_out // c_in
+    wp = cmap.shape[0]
+    span = dh * (kh - 1) + 1
     nyb = (ho + rows_per_task - 1) // rows_per_task
-    x_lo = min(pl, wo)
-    x_hi = max(x_lo, min(wo, w_in + pl - (kw - 1) * dw))
-    nin = x_hi - x_lo
-    c0 = x_lo - pl  # input column of tap j=0 at ox = x_lo
-    for t in prange(n_img * c_out * nyb):
-        yb = t % nyb
-        r = t // nyb
-        o = r % c_out
-        n = r // c_out
-        plane = x[n, o // mult]
-        wk = w[o, 0]
-        bv = b[o] if has_bias else 0.0
-        y0 = yb * rows_per_task
-        y1 = min(ho, y0 + rows_per_task)
-        for oy in range(y0, y1):
-            orow = out[n, o, oy]
-            for ox in range(wo):
-                orow[ox] = bv
-            om = orow[x_lo:x_hi]
-            ra = oy - pt
-            if kh == 3 and kw == 3 and ra >= 0 and ra + 2 * dh < h and nin > 0:
-                p0 = plane[ra, c0:c0 + 2 * dw + nin]
-                p1 = plane[ra + dh, c0:c0 + 2 * dw + nin]
-                p2 = plane[ra + 2 * dh, c0:c0 + 2 * dw + nin]
-                a00, a01, a02 = wk[0, 0], wk[0, 1], wk[0, 2]
-                a10, a11, a12 = wk[1, 0], wk[1, 1], wk[1, 2]
-                a20, a21, a22 = wk[2, 0], wk[2, 1], wk[2, 2]
-                p00, p01, p02 = p0[0:nin], p0[dw:dw + nin], p0[2 * dw:2 * dw + nin]
-                p10, p11, p12 = p1[0:nin], p1[dw:dw + nin], p1[2 * dw:2 * dw + nin]
-                p20, p21, p22 = p2[0:nin], p2[dw:dw + nin], p2[2 * dw:2 * dw + nin]
-                for q in range(nin):
-                    om[q] = (bv + a00 * p00[q] + a01 * p01[q] + a02 * p02[q]
-                             + a10 * p10[q] + a11 * p11[q] + a12 * p12[q]
-                             + a20 * p20[q] + a21 * p21[q] + a22 * p22[q])
-            elif nin > 0:
-                for i in range(kh):
-                    rr = ra + i * dh
-                    if rr < 0 or rr >= h:
-                        continue
-                    prow = plane[rr, c0:c0 + (kw - 1) * dw + nin]
-                    if kw == 3:
-                        _acc1_k3(om, prow, wk[i, 0], wk[i, 1], wk[i, 2], dw, 1, nin)
-                    elif kw == 5:
-                        a0, a1, a2, a3, a4 = wk[i, 0], wk[i, 1], wk[i, 2], wk[i, 3], wk[i, 4]
-                        q0, q1, q2 = prow[0:nin], prow[dw:dw + nin], prow[2 * dw:2 * dw + nin]
-                        q3, q4 = prow[3 * dw:3 * dw + nin], prow[4 * dw:4 * dw + nin]
-                        for q in range(nin):
-                            om[q] += (a0 * q0[q] + a1 * q1[q] + a2 * q2[q] + a3 * q3[q]
-                                      + a4 * q4[q])
-                    else:
-                        for j in range(kw):
-                            _acc1(om, prow, wk[i, j], j * dw, 1, nin)
-            _plane_border(orow, plane, wk, 0, x_lo, oy, pt, pl, dh, dw)
-            _plane_border(orow, plane, wk, x_hi, wo, oy, pt, pl, dh, dw)
+    total = n_img * c_out * nyb
+    for wkr in prange(nworkers):
+        ring = scratch[wkr, :span * wp].reshape((span, wp))
+        for t in range(wkr, total, nworkers):
+            yb = t % nyb
+            r = t // nyb
+            o = r % c_out
+            n = r // c_out
+            xn = x[n]
+            ci = o // mult
+            wk = w[o, 0]
+            bv = b[o]
+            y0 = yb * rows_per_task
+            y1 = min(ho, y0 + rows_per_task)
+            for pr in range(y0, y0 + span - 1):
+                _padded_row(xn, ci, rmap[pr], cmap, pl, ring[pr % span])
+            for oy in range(y0, y1):
+                pr = oy + span - 1
+                _padded_row(xn, ci, rmap[pr], cmap, pl, ring[pr % span])
+                orow = out[n, o, oy]
+                if kh == 3 and kw == 3:
+                    p0 = ring[oy % span]
+                    p1 = ring[(oy + dh) % span]
+                    p2 = ring[(oy + 2 * dh) % span]
+                    a00, a01, a02 = wk[0, 0], wk[0, 1], wk[0, 2]
+                    a10, a11, a12 = wk[1, 0], wk[1, 1], wk[1, 2]
+                    a20, a21, a22 = wk[2, 0], wk[2, 1], wk[2, 2]
+                    p00, p01, p02 = p0[0:wo], p0[dw:dw + wo], p0[2 * dw:2 * dw + wo]
+                    p10, p11, p12 = p1[0:wo], p1[dw:dw + wo], p1[2 * dw:2 * dw + wo]
+                    p20, p21, p22 = p2[0:wo], p2[dw:dw + wo], p2[2 * dw:2 * dw + wo]
+                    for q in range(wo):
+                        orow[q] = (bv + a00 * p00[q] + a01 * p01[q] + a02 * p02[q]
+                                   + a10 * p10[q] + a11 * p11[q] + a12 * p12[q]
+                                   + a20 * p20[q] + a21 * p21[q] + a22 * p22[q])
+                else:
+                    for q in range(wo):
+                        orow[q] = bv
+                    for i in range(kh):
+                        prow = ring[(oy + i * dh) % span]
+                        if kw == 3:
+                            _acc1_k3(orow, prow, wk[i, 0], wk[i, 1], wk[i, 2], dw, 1, wo)
+                        elif kw == 5:
+                            a0, a1, a2, a3, a4 = (wk[i, 0], wk[i, 1], wk[i, 2], wk[i, 3],
+                                                  wk[i, 4])
+                            q0, q1, q2 = (prow[0:wo], prow[dw:dw + wo],
+                                          prow[2 * dw:2 * dw + wo])
+                            q3, q4 = prow[3 * dw:3 * dw + wo], prow[4 * dw:4 * dw + wo]
+                            for q in range(wo):
+                                orow[q] += (a0 * q0[q] + a1 * q1[q] + a2 * q2[q]
+                                            + a3 * q3[q] + a4 * q4[q])
+                        else:
+                            for j in range(kw):
+                                _acc1(orow, prow, wk[i, j], j * dw, 1, wo)
+
+
+@njit(cache=True, inline="always")
+def _padded_row(xn, c, sr, cmap, pl, row):
+    """row = padded input row (source row ``sr`` of channel ``c``; -1: a row of zeros)."""
+    if sr < 0:
+        for q in range(row.shape[0]):
+            row[q] = 0.0
+    else:
+        _build_row(xn, c, sr, cmap, pl, row)
 
 
 @njit(parallel=True, cache=True)

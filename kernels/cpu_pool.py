@@ -157,7 +157,7 @@ def max_pool2d_rows(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw):
 
 @njit(parallel=True, fastmath=True, cache=True)
 def avg_pool2d_rows(x, out, divisor, kh, kw, sh, sw, ph, pw):
-    """out = (sum of in-bounds taps) / divisor[oy, ox]; divisor: (Ho, Wo) float64."""
+    """out = (sum of in-bounds taps) / divisor[oy, ox]; divisor: (Ho, Wo) in x's dtype."""
     n_img, ch, h, w_in = x.shape
     ho, wo = out.shape[2], out.shape[3]
     for t in prange(n_img * ch):

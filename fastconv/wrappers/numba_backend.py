@@ -181,15 +181,15 @@ def _maps(p):
 
 
 def _is_plane_case(p) -> bool:
-    """Depthwise or single-channel, stride 1, zero padding: ``conv2d_plane_direct``."""
-    return (p.c_in // p.groups == 1 and p.stride == (1, 1) and p.padding_mode == "zeros")
+    """Depthwise or single-channel at stride 1: ``conv2d_plane_direct``."""
+    return p.c_in // p.groups == 1 and p.stride == (1, 1)
 
 
 @register("conv2d", "numba", "direct",
           "register-blocked direct convolution (2 output channels x output row per inner "
           "loop, 3 taps fused for kw=3), no workspace, parallel over (image, group, channel "
-          "block, row block); depthwise/single-channel stride-1 zero-padded cases use a "
-          "copy-free kernel fusing all 9 taps of a 3x3")
+          "block, row block); depthwise/single-channel stride-1 cases use a ring of padded "
+          "rows and fuse all 9 taps of a 3x3")
 def conv2d_direct(x, weight, bias, p):
     k = _conv()
     x = np.ascontiguousarray(x)
@@ -197,14 +197,18 @@ def conv2d_direct(x, weight, bias, p):
     b, has_bias = _bias_or_dummy(bias, p.c_out, x.dtype)
     out = np.empty(p.output_shape, dtype=x.dtype)
     threads = _threads()
+    rmap, cmap = _maps(p)
     if _is_plane_case(p):
         rows = _row_blocks(p.h_out, p.n * p.c_out, threads)
+        total = p.n * p.c_out * (-(-p.h_out // rows))
+        nworkers = max(1, min(total, 4 * threads))
+        span = p.dilation[0] * (p.kh - 1) + 1
+        scratch = _workspace("plane_ring", (nworkers, span * cmap.shape[0]), x.dtype)
         PATH_COUNTS["conv2d/direct/plane"] += 1
         with _parallel_region():
-            k.conv2d_plane_direct(x, w, b, has_bias, out, p.padding[0], p.padding[2],
-                                  p.dilation[0], p.dilation[1], rows)
+            k.conv2d_plane_direct(x, w, b, out, rmap, cmap, p.padding[2], p.dilation[0],
+                                  p.dilation[1], rows, nworkers, scratch)
         return out
-    rmap, cmap = _maps(p)
     og = p.c_out // p.groups
     tasks = p.n * p.groups * (-(-og // 4))
     rows = _row_blocks(p.h_out, tasks, threads)
@@ -438,7 +442,8 @@ def avg_pool2d(x, p):
     k = _pool()
     x = np.ascontiguousarray(x)
     out = np.empty(p.output_shape, dtype=x.dtype)
-    divisor = np.ascontiguousarray(reference.avg_divisors(p), dtype=np.float64)
+    # integer-valued divisors are exact in float32 (< 2**24): divide in x's dtype
+    divisor = np.ascontiguousarray(reference.avg_divisors(p), dtype=x.dtype)
     with _parallel_region():
         k.avg_pool2d_rows(x, out, divisor, p.kernel[0], p.kernel[1], p.stride[0], p.stride[1],
                           p.padding[0], p.padding[1])
