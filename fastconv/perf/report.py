@@ -371,9 +371,10 @@ def plot_roofline(records, runs, path) -> bool:
         return False
     plt = _plt()
     import numpy as np
-    fig, axes = plt.subplots(1, len(panels), figsize=(9 * len(panels), 7), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11.5, 7 * len(panels)), squeeze=False)
     markers = {"conv": "o", "image filter": "s", "edge detection": "D", "transposed": "^",
                "pooling": "v"}
+    legends = []
     for ax, ((run, device), rows) in zip(axes.flat, panels.items()):
         peak_f, peak_b = rows[0]["extra_info"]["peak_gflops"], rows[0]["extra_info"]["peak_gbs"]
         ai = np.logspace(-2, 3, 200)
@@ -382,14 +383,14 @@ def plot_roofline(records, runs, path) -> bool:
         ax.text(0.012, 0.012 * peak_b * 1.3, f"copy {peak_b:.1f} GB/s", fontsize=9,
                 rotation=30)
         impls = list(OrderedDict((r["extra_info"]["impl"], 1) for r in rows))
-        cmap = plt.get_cmap("tab20")
+        palette = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("Dark2").colors)
         for i, impl in enumerate(impls):
             pts = [r for r in rows if r["extra_info"]["impl"] == impl]
             for group in OrderedDict((r["extra_info"]["group"], 1) for r in pts):
                 sel = [r for r in pts if r["extra_info"]["group"] == group]
                 ax.scatter([r["extra_info"]["intensity"] for r in sel],
                            [r["extra_info"]["gflops"] for r in sel],
-                           color=cmap(i % 20), marker=markers.get(group, "o"), s=40,
+                           color=palette[i % len(palette)], marker=markers.get(group, "o"), s=40,
                            edgecolors="k", linewidths=0.4,
                            label=impl if group == pts[0]["extra_info"]["group"] else None)
         ax.set_xlabel("arithmetic intensity (flop / minimum byte)")
@@ -397,13 +398,17 @@ def plot_roofline(records, runs, path) -> bool:
         machine = rows[0]["extra_info"].get("machine", device)
         ax.set_title(f"roofline, run {run + 1}: {machine}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        leg1 = ax.legend(fontsize=8, loc="lower right", title="implementation")
-        ax.add_artist(leg1)
+        legends.append((ax, ax.get_legend_handles_labels(), f"implementation (run {run + 1}, "
+                                                             f"{device})"))
         shape_handles = [plt.Line2D([], [], color="gray", marker=m, ls="", label=g)
                          for g, m in markers.items()]
         ax.legend(handles=shape_handles, fontsize=8, loc="upper left", title="layer group")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    for ax, (handles, labels), title in legends:  # outside each panel, right of it
+        box = ax.get_position()
+        fig.legend(handles, labels, fontsize=8, loc="upper left", title=title,
+                   bbox_to_anchor=(box.x1 + 0.005, box.y1))
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return True
 
@@ -440,8 +445,9 @@ def plot_edge(records, path) -> bool:
         ax.text(target, ax.get_ylim()[0] * 1.5, " 320 x 280", fontsize=9)
         ax.set_xlabel("image pixels (width x height)")
         ax.set_ylabel("fastest round, ms per image (log)")
-        ax.set_title("edge detection [-1, 1]: dense matrix vs sparse vs convolution\n"
-                     "(points measured, lines fitted, stars extrapolated)", fontsize=10)
+        ax.set_title(f"edge detection [-1, 1]: dense matrix vs sparse vs convolution\n"
+                     f"run {run + 1}: {recs[0]['extra_info'].get('machine', '')} "
+                     f"(points measured, lines fitted, stars extrapolated)", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
