@@ -9,8 +9,9 @@
 //     back to the scheduler; a round ends when every live fiber waits at the barrier
 //     or has returned.  Fibers waiting while others have returned is a divergent
 //     barrier: the launch fails with an error (on a GPU: undefined behaviour).
-//   * OS threads (CUDA_EMU_THREADS=1): one std::thread per CUDA thread and a
-//     mutex/condvar barrier, so ThreadSanitizer sees the real happens-before edges
+//   * OS threads (CUDA_EMU_THREADS=1): one std::thread per CUDA thread of a block
+//     (reused for every block of the launch) and a mutex/condvar barrier, so
+//     ThreadSanitizer sees the real happens-before edges
 //     (a missing barrier is reported as a data race) and ASan/UBSan check every
 //     access.  A thread that returns drops out of the barrier (no hang); threads
 //     that passed different numbers of barriers fail the launch.
@@ -86,38 +87,59 @@ struct BlockBarrier {
 __thread BlockBarrier* t_barrier;
 __thread unsigned long t_syncs;
 
-int run_block(const unsigned* grid, const unsigned* block, cuda_emu_dim3 bidx,
-              void (*body)(void*), void* ctx) {
-    unsigned n = block[0] * block[1] * block[2];
-    BlockBarrier barrier(n);
+// The grid's blocks run one after another on the same blockDim OS threads (created
+// once per launch).  After each block every thread meets at `block_end` (never
+// dropped); thread 0 then checks that all threads passed the same number of
+// __syncthreads and re-arms the block barrier, and a second `block_end` publishes
+// that to everyone before the next block.  These mutex/condvar barriers are also
+// the happens-before edges ThreadSanitizer needs between block b's and block b+1's
+// uses of the same __shared__ storage.
+int run_grid(const unsigned* grid, const unsigned* block, void (*body)(void*), void* ctx) {
+    const unsigned n = block[0] * block[1] * block[2];
+    const unsigned long long blocks = 1ull * grid[0] * grid[1] * grid[2];
+    BlockBarrier barrier(n), block_end(n);
     std::vector<unsigned long> syncs(n, 0);
-    std::vector<std::thread> threads;
-    threads.reserve(n);
-    for (unsigned t = 0; t < n; ++t) {
-        threads.emplace_back([&, t] {
-            cuda_emu_threadIdx = index_of(t, block);
-            cuda_emu_blockIdx = bidx;
-            cuda_emu_blockDim = {block[0], block[1], block[2]};
-            cuda_emu_gridDim = {grid[0], grid[1], grid[2]};
-            t_barrier = &barrier;
+    bool stop = false;
+    std::string error;
+    auto worker = [&](unsigned t) {
+        cuda_emu_threadIdx = index_of(t, block);
+        cuda_emu_blockDim = {block[0], block[1], block[2]};
+        cuda_emu_gridDim = {grid[0], grid[1], grid[2]};
+        t_barrier = &barrier;
+        for (unsigned long long b = 0; b < blocks; ++b) {
+            cuda_emu_blockIdx = {unsigned(b % grid[0]), unsigned((b / grid[0]) % grid[1]),
+                                 unsigned(b / (1ull * grid[0] * grid[1]))};
             t_syncs = 0;
             body(ctx);
             syncs[t] = t_syncs;
             barrier.drop();
-        });
-    }
-    for (auto& th : threads) th.join();
-    for (unsigned t = 1; t < n; ++t) {
-        if (syncs[t] != syncs[0]) {
-            char buf[200];
-            std::snprintf(buf, sizeof buf,
-                          "divergent __syncthreads in block (%u,%u,%u): thread 0 passed %lu "
-                          "barriers, thread %u passed %lu",
-                          bidx.x, bidx.y, bidx.z, syncs[0], t, syncs[t]);
-            return fail(buf);
+            block_end.arrive_and_wait();  // every thread has finished block b
+            if (t == 0) {
+                for (unsigned u = 1; u < n && !stop; ++u) {
+                    if (syncs[u] != syncs[0]) {
+                        char buf[200];
+                        std::snprintf(buf, sizeof buf,
+                                      "divergent __syncthreads in block (%u,%u,%u): thread 0 "
+                                      "passed %lu barriers, thread %u passed %lu",
+                                      cuda_emu_blockIdx.x, cuda_emu_blockIdx.y,
+                                      cuda_emu_blockIdx.z, syncs[0], u, syncs[u]);
+                        error = buf;
+                        stop = true;
+                    }
+                }
+                std::lock_guard<std::mutex> lock(barrier.m);
+                barrier.members = n;
+                barrier.arrived = 0;
+            }
+            block_end.arrive_and_wait();  // re-armed barrier and `stop` visible to all
+            if (stop) break;
         }
-    }
-    return 0;
+    };
+    std::vector<std::thread> threads;
+    threads.reserve(n);
+    for (unsigned t = 0; t < n; ++t) threads.emplace_back(worker, t);
+    for (auto& th : threads) th.join();
+    return stop ? fail(error) : 0;
 }
 
 void syncthreads_impl() {
@@ -245,9 +267,13 @@ extern "C" int cuda_emu_launch(const unsigned* grid, const unsigned* block,
                       grid[0], grid[1], grid[2]);
         return fail(buf);
     }
+#if CUDA_EMU_THREADS
+    return run_grid(grid, block, body, ctx);
+#else
     for (unsigned z = 0; z < grid[2]; ++z)
         for (unsigned y = 0; y < grid[1]; ++y)
             for (unsigned x = 0; x < grid[0]; ++x)
                 if (run_block(grid, block, cuda_emu_dim3{x, y, z}, body, ctx)) return 1;
     return 0;
+#endif
 }
