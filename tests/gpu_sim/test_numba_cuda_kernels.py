@@ -220,3 +220,18 @@ def test_registered_entries():
     assert {("conv2d", "direct"), ("conv2d", "im2col"), ("conv_transpose2d", "direct"),
             ("max_pool2d", "direct"), ("avg_pool2d", "direct"),
             ("adaptive_avg_pool2d", "direct"), ("adaptive_max_pool2d", "direct")} <= algos
+
+
+def test_max_pool_window_with_no_tap_inside_matches_torch(rng):
+    """Dilated windows that skip over the whole input: PyTorch returns -inf and the index
+    hstart*W + wstart after stepping past the padding (it may lie outside the plane);
+    the NumPy reference returns -1 there (a known issue), so compare with PyTorch."""
+    torch = pytest.importorskip("torch")
+    x = random_array(rng, (1, 2, 2, 7), "float32")
+    for kw in (dict(kernel_size=2, dilation=3, padding=1),
+               dict(kernel_size=(2, 3), dilation=(3, 2), padding=1, stride=2)):
+        ref, ref_idx = torch.nn.functional.max_pool2d(torch.from_numpy(x), return_indices=True,
+                                                      **kw)
+        out, idx = fc.max_pool2d(x, return_indices=True, backend=B, **kw)
+        assert_exact(out, ref.numpy(), f"values {kw}")
+        assert_exact(idx, ref_idx.numpy(), f"indices {kw}")
