@@ -559,10 +559,15 @@ def check(case: Case, impl, arrays=None, ref=None, known: bool = False):
         raise AssertionError(f"{what}: dtype {out.dtype} != input dtype {x.dtype}")
     if not out.flags.c_contiguous:
         raise AssertionError(f"{what}: result is not C-contiguous")
-    if case.op in ("max_pool2d", "adaptive_max_pool2d"):
-        assert_exact(out, ref, f"{what}: values")
-    else:
-        assert_close(out, ref, case.dtype, what)
+    try:
+        if case.op in ("max_pool2d", "adaptive_max_pool2d"):
+            assert_exact(out, ref, f"{what}: values")
+        else:
+            assert_close(out, ref, case.dtype, what)
+    except AssertionError as exc:
+        if what in str(exc):
+            raise
+        raise AssertionError(f"{what}: {exc}") from None  # NaN/Inf/shape messages
 
 
 # --------------------------------------------------------------------------
