@@ -49,7 +49,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["padding_index_map", "conv2d_direct", "conv2d_plane_direct", "im2col_fill", "conv_transpose2d_direct",
+__all__ = ["padding_index_map", "conv2d_direct", "conv2d_plane_direct", "pad_planes",
+           "wide_cols", "uncol_wide", "im2col_fill", "conv_transpose2d_direct",
            "col2im_add", "add_bias"]
 
 
@@ -374,6 +375,73 @@ def im2col_fill(x, n0, nb, c0, cg, kh, kw, rmap, cmap, pl, sh, sw, dh, dw,
                 for ox in range(hi, x1):
                     s = cmap[ox * sw + j * dw]
                     dst[ox - x0] = src[s] if s >= 0 else 0.0
+
+
+@njit(parallel=True, cache=True)
+def pad_planes(x, n0, nb, c0, cg, rmap, cmap, pl, xpad):
+    """xpad[nn, c] = padded plane of x[n0+nn, c0+c] (+ one trailing row of zeros).
+
+    xpad: (nb, cg, Hp + 1, Wp).  Version 6's first step (any padding mode).
+    """
+    hp = rmap.shape[0]
+    for t in prange(nb * cg):
+        nn = t // cg
+        c = t % cg
+        xn = x[n0 + nn]
+        for pr in range(hp):
+            _padded_row(xn, c0 + c, rmap[pr], cmap, pl, xpad[nn, c, pr])
+        last = xpad[nn, c, hp]
+        for q in range(last.shape[0]):
+            last[q] = 0.0
+
+
+@njit(parallel=True, cache=True)
+def wide_cols(xpad, kh, kw, dh, dw, y0, y1, ones_row, cols):
+    """cols[(c,i,j), nn*L + q] = flat(xpad[nn, c])[(y0 + i*dh)*Wp + j*dw + q], q < L.
+
+    ``L = (y1-y0)*Wp``: output rows [y0, y1).  Version 6 ("wide" im2col,
+    stride 1): output rows are computed Wp wide (the padded width) instead
+    of Wo, so every column row is ONE contiguous copy of the padded plane;
+    the Wp - Wo extra outputs per row read into the next row (or the zero
+    row) and are dropped by ``uncol_wide``.
+    """
+    nb, cg, hp1, wp = xpad.shape
+    ln = (y1 - y0) * wp
+    krows = cg * kh * kw
+    for k in prange(krows + ones_row):
+        crow = cols[k]
+        if k == krows:
+            for q in range(crow.shape[0]):
+                crow[q] = 1.0
+            continue
+        c = k // (kh * kw)
+        rr = k % (kh * kw)
+        i = rr // kw
+        j = rr % kw
+        start = (y0 + i * dh) * wp + j * dw
+        for nn in range(nb):
+            flat = xpad[nn, c].reshape(hp1 * wp)
+            src = flat[start:start + ln]
+            dst = crow[nn * ln:(nn + 1) * ln]
+            for q in range(ln):
+                dst[q] = src[q]
+
+
+@njit(parallel=True, cache=True)
+def uncol_wide(res, out, n0, nb, o0, wp, y0, y1):
+    """out[n0+nn, o0+o, oy, ox] = res[o, (nn*(y1-y0) + oy-y0)*Wp + ox], ox < Wo, oy in [y0, y1)."""
+    og = res.shape[0]
+    wo = out.shape[3]
+    nrow = y1 - y0
+    for t in prange(nb * og):
+        nn = t // og
+        o = t % og
+        for oy in range(y0, y1):
+            start = (nn * nrow + oy - y0) * wp
+            src = res[o, start:start + wo]
+            dst = out[n0 + nn, o0 + o, oy]
+            for q in range(wo):
+                dst[q] = src[q]
 
 
 @njit(parallel=True, fastmath=True, cache=True)

@@ -86,6 +86,22 @@ def test_im2col_workspace_cap(monkeypatch, rng, case, cap, bias):
     assert 0 < used <= max(cap, kk * 4)
 
 
+@pytest.mark.parametrize("block", [1, 3000, 1 << 24])
+def test_wide_im2col_row_blocks(monkeypatch, rng, block):
+    """The stride-1 "wide" path, cut into row blocks of any size, still matches."""
+    monkeypatch.setattr(nb, "WIDE_BLOCK_BYTES", block)
+    x = random_array(rng, (1, 3, 11, 9), "float64")
+    w = random_array(rng, (4, 3, 3, 2), "float64")
+    b = random_array(rng, (4,), "float64")
+    kw = {"padding": (1, 2), "dilation": (2, 1), "padding_mode": "replicate"}
+    p, _ = fc.plan("conv2d", x, w, b, backend="numba", **kw)
+    assert nb.wide_im2col_images(p, 8) == 1
+    before = nb.PATH_COUNTS["conv2d/im2col/wide"]
+    out = fc.conv2d(x, w, b, backend="numba", algorithm="im2col", **kw)
+    assert nb.PATH_COUNTS["conv2d/im2col/wide"] == before + 1
+    assert_close(out, _ref_conv(x, w, b, **kw), "float64", f"block {block}")
+
+
 def test_im2col_chunks_follow_the_cap_and_batch_small_images():
     p, _ = fc.plan("conv2d", np.zeros((8, 64, 14, 14), np.float32),
                    np.zeros((64, 64, 3, 3), np.float32), padding=1, backend="numba")

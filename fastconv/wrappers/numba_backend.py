@@ -11,7 +11,8 @@ conv2d
     ``direct``  register-blocked direct convolution, no workspace beyond one
                 padded row per worker (``kernels/cpu_conv.py`` version 1).
     ``im2col``  im2col into a capped workspace + BLAS GEMM (NumPy matmul ->
-                OpenBLAS).  1x1 stride-1 unpadded convolutions skip im2col
+                OpenBLAS).  At stride 1 the "wide" form (:func:`wide_im2col_images`)
+                copies whole padded planes instead of output rows.  1x1 stride-1 unpadded convolutions skip im2col
                 (the input already is the column matrix).  The workspace never
                 exceeds :data:`IM2COL_WORKSPACE_BYTES` (chunks over images,
                 output rows, then output columns; see :func:`im2col_chunk`).
@@ -47,13 +48,18 @@ import numpy as np
 from .. import reference
 from ..registry import Backend, register, register_backend, register_chooser
 
-__all__ = ["IM2COL_WORKSPACE_BYTES", "im2col_chunk", "conv_transpose2d_chunk", "choose_conv2d", "choose_conv_transpose2d",
+__all__ = ["IM2COL_WORKSPACE_BYTES", "im2col_chunk", "wide_im2col_images", "conv_transpose2d_chunk", "choose_conv2d", "choose_conv_transpose2d",
            "PATH_COUNTS"]
 
 #: Largest im2col / col2im workspace in bytes (per calling thread).  Set
 #: ``FASTCONV_IM2COL_WORKSPACE_MB`` in the environment, or assign this name, to change it.
 IM2COL_WORKSPACE_BYTES = int(float(os.environ.get("FASTCONV_IM2COL_WORKSPACE_MB", "64"))
                              * (1 << 20))
+
+#: Target size of one block of columns + GEMM result in the "wide" im2col path
+#: (single images are cut into row blocks of about this size so the columns are
+#: still in cache when the GEMM reads them).
+WIDE_BLOCK_BYTES = int(os.environ.get("FASTCONV_WIDE_BLOCK_KB", "16384")) * 1024
 
 #: Output pixels per image below which im2col batches several images into one GEMM.
 IM2COL_BATCH_PIXELS = 2048
@@ -248,6 +254,32 @@ def im2col_chunk(p, itemsize: int, cap: int | None = None) -> tuple[int, int, in
     return 1, 1, max(1, max_cols)
 
 
+def wide_im2col_images(p, itemsize: int, cap: int | None = None) -> int:
+    """Images per chunk of the "wide" im2col (stride 1), or 0 when it does not apply.
+
+    Needs, per image: padded planes ``C_in/G*(Hp+1)*Wp``, columns
+    ``(K [+1])*Ho*Wp`` and the GEMM result ``C_out/G*Ho*Wp``; all within the
+    cap.  Not used when the extra columns would cost more than 50 % more GEMM
+    work (``Wp > 1.5*Wo``); then, or if one image does not fit, im2col proper.
+    """
+    if p.stride != (1, 1):
+        return 0
+    cap = IM2COL_WORKSPACE_BYTES if cap is None else cap
+    hp = p.h + p.padding[0] + p.padding[1]
+    wp = p.w + p.padding[2] + p.padding[3]
+    if 2 * wp > 3 * p.w_out:
+        return 0
+    cg, og = p.c_in // p.groups, p.c_out // p.groups
+    kk = cg * p.kh * p.kw + (1 if p.has_bias else 0)
+    per_image = (cg * (hp + 1) * wp + (kk + og) * p.h_out * wp) * itemsize
+    images = cap // per_image
+    if images == 0:
+        return 0
+    if p.h_out * p.w_out >= IM2COL_BATCH_PIXELS:
+        return 1
+    return int(min(p.n, images))
+
+
 def _is_pointwise(p) -> bool:
     return (p.kh == 1 and p.kw == 1 and p.stride == (1, 1) and p.padding == (0, 0, 0, 0))
 
@@ -272,7 +304,6 @@ def conv2d_im2col(x, weight, bias, p):
             with _parallel_region():
                 k.add_bias(out.reshape(p.n, p.c_out, -1), np.ascontiguousarray(bias))
         return out
-    PATH_COUNTS["conv2d/im2col/gemm"] += 1
     kk = cg * p.kh * p.kw
     hb = 1 if bias is not None else 0
     # waug: (G, C_out/G, K [+1 bias column])
@@ -281,6 +312,31 @@ def conv2d_im2col(x, weight, bias, p):
     if hb:
         waug[:, :, kk] = bias.reshape(g, og)
     rmap, cmap = _maps(p)
+    wide_images = wide_im2col_images(p, x.dtype.itemsize)
+    if wide_images:
+        PATH_COUNTS["conv2d/im2col/wide"] += 1
+        hp, wp = rmap.shape[0], cmap.shape[0]
+        itemsize = x.dtype.itemsize
+        with _parallel_region():
+            for n0 in range(0, p.n, wide_images):
+                nb = min(wide_images, p.n - n0)
+                for gi in range(g):
+                    # xpad: (nb, C_in/G, Hp+1, Wp); cols: (K [+1], nb*Ho*Wp); res: (C_out/G, ..)
+                    xpad = _workspace("im2col_pad", (nb, cg, hp + 1, wp), x.dtype)
+                    k.pad_planes(x, n0, nb, gi * cg, cg, rmap, cmap, p.padding[2], xpad)
+                    # row blocks small enough for the columns to stay in cache
+                    rows = p.h_out if nb > 1 else max(
+                        1, min(p.h_out, WIDE_BLOCK_BYTES // ((kk + hb + og) * wp * itemsize)))
+                    for y0 in range(0, p.h_out, rows):
+                        y1 = min(p.h_out, y0 + rows)
+                        colbuf = _workspace("im2col", (kk + hb, nb * (y1 - y0) * wp), x.dtype)
+                        k.wide_cols(xpad, p.kh, p.kw, p.dilation[0], p.dilation[1], y0, y1,
+                                    hb, colbuf)
+                        res = _workspace("im2col_res", (og, nb * (y1 - y0) * wp), x.dtype)
+                        np.matmul(waug[gi], colbuf, out=res)
+                        k.uncol_wide(res, out, n0, nb, gi * og, wp, y0, y1)
+        return out
+    PATH_COUNTS["conv2d/im2col/gemm"] += 1
     images, rows, cols = im2col_chunk(p, x.dtype.itemsize)
     npix = p.h_out * p.w_out
     (sh, sw), (dh, dw), pl = p.stride, p.dilation, p.padding[2]
