@@ -20,7 +20,7 @@ def _methods(cache, size):
 
 
 @pytest.mark.parametrize("method", [edge.METHOD_DENSE, edge.METHOD_SPARSE, "conv2d"])
-def test_edge_detection(benchmark, edge_size, method, edge_methods_cache, ceilings,
+def test_edge_detection(benchmark, timed, edge_size, method, edge_methods_cache, ceilings,
                         machine_description):
     width, height = edge_size
     cache = _methods(edge_methods_cache, edge_size)
@@ -33,7 +33,7 @@ def test_edge_detection(benchmark, edge_size, method, edge_methods_cache, ceilin
     name, role, fn = runnable[0] if len(runnable) == 1 else _fastest(runnable)
     err = edge.check_method(name, fn, cache["ref"], f"{width}x{height}")
     benchmark.group = "edge-detection sweep"
-    benchmark(fn)
+    timed(fn)
     benchmark.extra_info.update(edge.sweep_info(
         width, height, name, role, benchmark.stats.stats.median, err,
         machine_label(machine_description, "cpu"), ceilings.get("cpu")))

@@ -12,7 +12,7 @@ from fastconv.perf.records import extra_info
 from fastconv.perf.run import machine_label
 
 
-def test_layer(benchmark, layer_case, ceilings, case_cache, machine_description):
+def test_layer(benchmark, timed, layer_case, ceilings, case_cache, machine_description):
     case, runner = layer_case
     data = case_cache.get(case)
     try:
@@ -20,7 +20,7 @@ def test_layer(benchmark, layer_case, ceilings, case_cache, machine_description)
     except runners.Skip as exc:
         pytest.skip(str(exc))
     benchmark.group = case.id
-    benchmark(fn)
+    timed(fn)
     median = benchmark.stats.stats.median
     benchmark.extra_info.update(extra_info(
         case, runner, data.params, median, err, ceilings.get(runner.device),
