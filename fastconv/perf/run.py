@@ -98,6 +98,8 @@ def run_bench(out_dir: str, quick: bool = True, suite: str | None = None,
         log(f"  ceiling {dev}: GEMM {c['gemm_gflops']:.1f} GFLOP/s (n={c['gemm_n']}), "
             f"copy {c['copy_gbs']:.1f} GB/s")
     usable = tuple(d for d in devices if d in ceilings)
+    no_gpu = (["GPU: no device usable by CuPy here; GPU backends and GPU peers not run"]
+              if "cuda" in devices and "cuda" not in ceilings else [])
 
     todo = []
     for case in cases(suite, name_filter):
@@ -108,7 +110,7 @@ def run_bench(out_dir: str, quick: bool = True, suite: str | None = None,
     sizes = EDGE_SWEEP["quick" if quick else "full"] if edge_sweep else ()
     n_cases = len({case.id for case, _r in todo})
     bar = _progress(len(todo) + len(sizes), progress)
-    benchmarks, skipped, failed = [], [], []
+    benchmarks, skipped, failed = [], list(no_gpu), []
     old_limit = dense.MEMORY_LIMIT
     if dense_limit is not None:
         dense.MEMORY_LIMIT = int(dense_limit)
