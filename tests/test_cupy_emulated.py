@@ -53,6 +53,9 @@ CONV2D_LARGE = [
 def emulate(monkeypatch):
     monkeypatch.setenv("FASTCONV_CUPY_EMULATE", "1")
     monkeypatch.delenv("FASTCONV_CUDAEMU_SANITIZE", raising=False)
+    cb.BACKEND.reset()   # the probe result depends on the environment
+    yield
+    cb.BACKEND.reset()
 
 
 def _batched(a, p):
@@ -271,6 +274,39 @@ def test_without_gpu_the_backend_raises_a_clear_error(monkeypatch, rng):
     x, w, b, p, _ = _conv_case("conv2d", rng, CONV2D[0], "float32", False)
     with pytest.raises(BackendUnavailableError, match="not available here"):
         cb.conv2d_direct(x, w, b, p)
+
+
+def test_sizes_past_int32_are_refused_by_plan_before_any_copy():
+    """The 32-bit limits are ``supports`` rules: plan() and "auto" refuse the case
+    before the API copies anything to the device (a zero-stride 8.6 GB view here)."""
+    x = np.broadcast_to(np.float32(0), (1, 1, 65537, 32769))
+    w = np.ones((1, 1, 1, 1), np.float32)
+    calls = [("conv2d", (x, w), {"stride": 32768}),
+             ("max_pool2d", (x, 1), {"stride": 32768}),
+             ("avg_pool2d", (x, 1), {"stride": 32768}),
+             ("adaptive_avg_pool2d", (x, 2), {}),
+             ("adaptive_max_pool2d", (x, 2), {})]
+    for op, args, kwargs in calls:
+        with pytest.raises(BackendUnavailableError, match="32-bit"):
+            fc.plan(op, *args, backend="cupy", **kwargs)
+    for algorithm in CONV_ALGORITHMS:
+        with pytest.raises(BackendUnavailableError, match="32-bit"):
+            fc.plan("conv2d", x, w, stride=32768, backend="cupy", algorithm=algorithm)
+
+
+def test_max_pool_windows_with_no_tap_inside_match_torch(rng):
+    """Dilated windows that step over the whole input: PyTorch returns -inf with the
+    index hstart*W + wstart after stepping past the padding (the reference differs)."""
+    torch = pytest.importorskip("torch")
+    x = random_array(rng, (1, 2, 2, 7), "float32")
+    for kw in (dict(kernel_size=2, dilation=3, padding=1),
+               dict(kernel_size=(2, 3), dilation=(3, 2), padding=1, stride=2)):
+        ref, ref_idx = torch.nn.functional.max_pool2d(torch.from_numpy(x),
+                                                      return_indices=True, **kw)
+        p, _ = fc.plan("max_pool2d", x, return_indices=True, backend="numpy", **kw)
+        out, idx = cb.max_pool2d(x, p)
+        assert_exact(out, ref.numpy(), f"values {kw}")
+        assert_exact(idx, ref_idx.numpy(), f"indices {kw}")
 
 
 def test_planes_beyond_int32_are_refused_before_launch():

@@ -264,6 +264,38 @@ def _check_conv_sizes(op, p):
                    K=(p.c_in // p.groups) * p.kh * p.kw)
 
 
+def _int32_reason(p):
+    """Why sizes the kernels keep in 32 bits do not fit, or None (a ``supports`` rule,
+    so plan() and "auto" refuse such cases before any array is copied to the device)."""
+    sizes = {"input plane": p.h * p.w, "output plane": p.h_out * p.w_out}
+    if p.op in ("conv2d", "conv_transpose2d"):
+        sizes["reduction length C/G*kh*kw"] = (p.c_in // p.groups) * p.kh * p.kw
+    for name, value in sizes.items():
+        if value > _INT32_MAX:
+            return (f"one {name} has {value} elements, past the 32-bit range (2^31-1) the "
+                    f"cupy kernels keep it in")
+    return None
+
+
+def _gemm_grid_reason(p):
+    cog = p.c_out // p.groups
+    grid = (-(-(p.n * p.h_out * p.w_out) // _GEMM_BN), -(-cog // _GEMM_BM), p.groups)
+    if grid[0] > _INT32_MAX or grid[1] > 65535 or grid[2] > 65535:
+        return f"the GEMM launch grid {grid} exceeds CUDA's limits (x < 2^31, y, z <= 65535)"
+    return None
+
+
+def _all_of(*rules):
+    """A ``supports`` rule: the first reason any of ``rules`` gives, else None."""
+    def supports(p):
+        for rule in rules:
+            reason = rule(p)
+            if reason is not None:
+                return reason
+        return None
+    return supports
+
+
 # --------------------------------------------------------------------------
 # conv2d
 # --------------------------------------------------------------------------
@@ -285,6 +317,9 @@ def _direct_rw(p):
 
 
 def _direct_supports(p):
+    reason = _int32_reason(p)
+    if reason is not None:
+        return reason
     if _direct_rw(p) is None:
         patch_h, patch_w = _direct_geometry(p, _DIRECT_RWS[-1])
         cap = _DIRECT_PATCH_CAP.get(p.dtype.name if p.dtype is not None else "float64",
@@ -293,6 +328,11 @@ def _direct_supports(p):
                 f"{cap}-element shared-memory tile (large stride or dilated kernel)")
     if p.kh * p.kw > _DIRECT_WCAP:
         return f"kernel {p.kh}x{p.kw} has more than {_DIRECT_WCAP} taps"
+    rw, cog = _direct_rw(p), p.c_out // p.groups
+    blocks = (-(-p.w_out // (_DIRECT_BX * rw)) * -(-p.h_out // _DIRECT_BY) * p.groups
+              * -(-cog // (4 if cog >= 4 else 1)))
+    if blocks > _INT32_MAX:
+        return f"{blocks} thread blocks exceed CUDA's grid limit (2^31-1)"
     return None
 
 
@@ -332,6 +372,9 @@ def im2col_workspace_bytes(p, images: int = 1) -> int:
 
 
 def _im2col_supports(p):
+    reason = _int32_reason(p) or _gemm_grid_reason(p)
+    if reason is not None:
+        return reason
     need = im2col_workspace_bytes(p)
     if need > IM2COL_WORKSPACE_BYTES:
         return (f"one image needs a {need / 2**20:.1f} MiB im2col workspace, above the "
@@ -384,7 +427,7 @@ def conv2d_im2col(x, weight, bias, p):
 
 @register("conv2d", "cupy", "implicit-gemm",
           "CUDA C: implicit GEMM (im2col gathered inside the GEMM's tile loads), no "
-          "workspace")
+          "workspace", supports=_all_of(_int32_reason, _gemm_grid_reason))
 def conv2d_implicit_gemm(x, weight, bias, p):
     rt = _runtime()
     x, weight, bias = _prepare(rt, x, weight, bias)
@@ -416,7 +459,8 @@ def _choose_conv2d(p):
 # conv_transpose2d
 # --------------------------------------------------------------------------
 @register("conv_transpose2d", "cupy", "direct",
-          "CUDA C: gather form (each output sums its own taps: deterministic, no atomics)")
+          "CUDA C: gather form (each output sums its own taps: deterministic, no atomics)",
+          supports=_int32_reason)
 def conv_transpose2d_direct(x, weight, bias, p):
     rt = _runtime()
     x, weight, bias = _prepare(rt, x, weight, bias)
@@ -446,7 +490,8 @@ def _pool_outputs(rt, p, x):
 
 
 @register("max_pool2d", "cupy", "direct",
-          "CUDA C: one thread per output, PyTorch's NaN/tie/index rule")
+          "CUDA C: one thread per output, PyTorch's NaN/tie/index rule",
+          supports=_int32_reason)
 def max_pool2d(x, p):
     rt = _runtime()
     (x,) = _prepare(rt, x)
@@ -461,7 +506,8 @@ def max_pool2d(x, p):
 
 
 @register("avg_pool2d", "cupy", "direct",
-          "CUDA C: one thread per output, ATen's divisor rule, double accumulation")
+          "CUDA C: one thread per output, ATen's divisor rule, double accumulation",
+          supports=_int32_reason)
 def avg_pool2d(x, p):
     rt = _runtime()
     (x,) = _prepare(rt, x)
@@ -476,7 +522,8 @@ def avg_pool2d(x, p):
 
 
 @register("adaptive_avg_pool2d", "cupy", "direct",
-          "CUDA C: one thread per output window, double accumulation")
+          "CUDA C: one thread per output window, double accumulation",
+          supports=_int32_reason)
 def adaptive_avg_pool2d(x, p):
     rt = _runtime()
     (x,) = _prepare(rt, x)
@@ -490,7 +537,8 @@ def adaptive_avg_pool2d(x, p):
 
 
 @register("adaptive_max_pool2d", "cupy", "direct",
-          "CUDA C: one thread per output window, PyTorch's NaN/tie/index rule")
+          "CUDA C: one thread per output window, PyTorch's NaN/tie/index rule",
+          supports=_int32_reason)
 def adaptive_max_pool2d(x, p):
     rt = _runtime()
     (x,) = _prepare(rt, x)
