@@ -32,7 +32,8 @@ specialization key: dtype, tile constants, padding mode):
    with consecutive threads on consecutive columns: coalesced) and the
    filter tile (OCB x CK x KH x KW); every thread then accumulates RY rows x
    OCB channels = RY*OCB outputs in registers (the host lowers OCB to C_out/G
-   when a group has fewer channels: depthwise runs OCB=1, no wasted FMAs).
+   when a group has fewer channels: depthwise runs OCB=1, no wasted FMAs;
+   and TX, RY to powers of two that fit small outputs, e.g. 8 x 8 for 7x7).
    Launch: block (TX, TY),
    grid (ceil(Wo/TX), ceil(Ho/(TY*RY)), min(N*G*ceil(cog/OCB), 65535)) with a
    grid-stride loop over z.  Shared memory per block:

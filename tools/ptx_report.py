@@ -120,9 +120,12 @@ def kernel_specs(dtype: str):
         k = cuda_conv.im2col_kernel(dtype, mode)
         specs.append((f"im2col[{mode_name}]", k.py_func, (a4, a2) + (i,) * 14))
     # depthwise (one output channel per group): OCB shrinks to 1
-    tx, ty, ry, _ = t.direct
+    tx, ty, ry, ocb = t.direct
     k = cuda_conv.conv2d_direct_kernel(dtype, 0, tx, ty, ry, 1)
     specs.append(("conv2d_direct[zeros,ocb=1]", k.py_func, (a4, a4, a1, a4, b) + (i,) * 19))
+    # small output maps (e.g. 7x7): TX=8, RY=2
+    k = cuda_conv.conv2d_direct_kernel(dtype, 0, 8, ty, 2, ocb)
+    specs.append(("conv2d_direct[zeros,8x8]", k.py_func, (a4, a4, a1, a4, b) + (i,) * 19))
     k = cuda_conv.conv_transpose2d_gather_kernel(dtype, t.transpose[0], t.transpose[1], 1)
     specs.append(("conv_transpose2d_gather[ocb=1]", k.py_func,
                   (a4, a4, a1, a4, b) + (i,) * 17))

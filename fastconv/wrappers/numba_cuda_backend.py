@@ -176,11 +176,27 @@ def _mode(p) -> int:
 # --------------------------------------------------------------------------
 # conv2d: direct
 # --------------------------------------------------------------------------
+def _pow2_at_least(v: int) -> int:
+    return 1 << max(0, (int(v) - 1).bit_length())
+
+
+def direct_tile_shape(p, t: Tiles) -> tuple[int, int, int, int]:
+    """(TX, TY, RY, OCB) for this case: the tile's constants, shrunk to fit small outputs.
+
+    A 16x32 output tile over a 7x7 map would leave 90 % of the threads idle, so TX
+    shrinks to the next power of two >= Wo (not below 8: a 32-byte sector per row),
+    RY to the next power of two >= Ho/TY, and OCB to C_out/G.
+    """
+    tx, ty, ry, ocb = t.direct
+    tx = min(tx, max(8, _pow2_at_least(p.w_out)))
+    ry = min(ry, _pow2_at_least(_ceil(p.h_out, ty)))
+    return tx, ty, ry, _channels_per_block(ocb, p.c_out // p.groups)
+
+
 def _direct_plan(p, t: Tiles):
     """(ck, tile_h, tile_w, shared bytes) or a reason string."""
     from fastconv.kernels.cuda_conv import direct_tile_extent
-    tx, ty, ry, _ = t.direct
-    ocb = _channels_per_block(t.direct[3], p.c_out // p.groups)
+    tx, ty, ry, ocb = direct_tile_shape(p, t)
     tile_h, tile_w = direct_tile_extent(p, tx, ty, ry)
     itemsize = np.dtype(p.dtype or np.float32).itemsize
     per_channel = (tile_h * tile_w + ocb * p.kh * p.kw) * itemsize
@@ -212,9 +228,8 @@ def conv2d_direct(x, weight, bias, p):
     ck, tile_h, tile_w, shared = plan
     x, weight, bias = _contiguous(x), _contiguous(weight), _contiguous(bias)
     out = cuda.device_array(p.output_shape, dtype=x.dtype)
-    tx, ty, ry, _ = t.direct
+    tx, ty, ry, ocb = direct_tile_shape(p, t)
     cig, cog = p.c_in // p.groups, p.c_out // p.groups
-    ocb = _channels_per_block(t.direct[3], cog)
     co_blocks = _ceil(cog, ocb)
     grid = (_ceil(p.w_out, tx), _ceil(p.h_out, ty * ry), min(p.n * p.groups * co_blocks,
                                                               _GRID_YZ))
