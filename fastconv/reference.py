@@ -113,6 +113,11 @@ def max_with_indices(values: np.ndarray, index: np.ndarray):
     return out, idx[..., 0]
 
 
+def _first_tap(start: int, dilation: int) -> int:
+    """First window coordinate >= 0: ``start`` stepped forward by the dilation."""
+    return start if start >= 0 else start + (-start + dilation - 1) // dilation * dilation
+
+
 def _pool_padding(p):
     """(top, bottom, left, right) so every ceil_mode window fits in the padded input."""
     ph, pw = p.padding
@@ -129,8 +134,14 @@ def max_pool2d(x, p):
     win = windows(xp, p.kernel, p.stride, p.dilation)[:, :, :p.h_out, :p.w_out]
     iwin = windows(ip, p.kernel, p.stride, p.dilation)[:, :, :p.h_out, :p.w_out]
     k = p.kernel[0] * p.kernel[1]
-    out, idx = max_with_indices(win.reshape(win.shape[:4] + (k,)),
-                                iwin.reshape(iwin.shape[:4] + (k,)))
+    iflat = iwin.reshape(iwin.shape[:4] + (k,))
+    out, idx = max_with_indices(win.reshape(win.shape[:4] + (k,)), iflat)
+    # A dilated window may have no tap inside the input: ATen then keeps its initial index,
+    # the first tap at or after (0, 0), h*W + w, even though it lies past the input.
+    first_h = [_first_tap(o * p.stride[0] - p.padding[0], p.dilation[0]) for o in range(p.h_out)]
+    first_w = [_first_tap(o * p.stride[1] - p.padding[1], p.dilation[1]) for o in range(p.w_out)]
+    initial = np.add.outer(np.array(first_h) * p.w, np.array(first_w))
+    idx = np.where((iflat >= 0).any(axis=-1), idx, initial)
     out = np.ascontiguousarray(out, dtype=x.dtype)
     return (out, np.ascontiguousarray(idx, dtype=np.int64)) if p.return_indices else out
 

@@ -391,6 +391,22 @@ def test_pooling_reference_equals_pytorch(data):
 
 
 @needs_torch
+@pytest.mark.parametrize("shape,kw", [
+    ((1, 1, 2, 3), dict(kernel_size=2, stride=1, padding=1, dilation=3)),
+    ((1, 2, 1, 1), dict(kernel_size=2, stride=1, padding=1, dilation=2)),
+    ((2, 1, 3, 5), dict(kernel_size=(2, 3), stride=2, padding=1, dilation=3, ceil_mode=True)),
+])
+def test_max_pool_windows_with_no_tap_inside_match_pytorch(shape, kw, rng):
+    """A dilated window can miss the input entirely: -inf, and ATen's initial index."""
+    x = rng.standard_normal(shape)
+    ev, ei = F.max_pool2d(torch.from_numpy(x), return_indices=True, **kw)
+    v, i = fc.max_pool2d(x, return_indices=True, backend="numpy", **kw)
+    assert np.isneginf(ev.numpy()).any()
+    assert_exact(v, ev.numpy(), "values")
+    assert_exact(i, ei.numpy(), "indices")
+
+
+@needs_torch
 @settings(max_examples=40, deadline=None)
 @given(h=st.integers(1, 12), w=st.integers(1, 12), oh=st.integers(1, 14),
        ow=st.integers(1, 14), seed=st.integers(0, 2**32 - 1))
