@@ -86,6 +86,8 @@ def test_concurrent_calls_match_serial_bitwise(impl):
             c = fuzz.replace(case, dtype=dtype, data_seed=100 + k,
                              layout=fuzz.LAYOUTS[k % 5])  # C, F, strided, negative, transposed
             inputs.append((c, fuzz.make_arrays(c)))
+    if impl.algorithm == "dense":
+        inputs = inputs[:4]  # the dense baseline rebuilds its matrix for every new weight
     serial = [_bits(fuzz.call(c, impl.backend, impl.algorithm, a, impl)) for c, a in inputs]
 
     errors = []
