@@ -101,6 +101,76 @@ def _max_update(om, s):
         om[q] = v if take else m
 
 
+@njit(cache=True, inline="always")
+def _max_edge(orow, idx, want_idx, n, c, oy, src, r, w_in, lo, hi, sw, off):
+    """One tap for outputs [lo, hi) of a row, scalar (the few edge outputs)."""
+    for ox in range(lo, hi):
+        v = src[ox * sw + off]
+        m = orow[ox]
+        if (v > m) or (v != v):
+            orow[ox] = v
+            if want_idx:
+                idx[n, c, oy, ox] = r * w_in + ox * sw + off
+
+
+@njit(cache=True, inline="always")
+def _mx(v, m):
+    """PyTorch's update test: the new value wins if larger or NaN."""
+    return (v > m) or (v != v)
+
+
+@njit(cache=True, inline="always")
+def _max_fused(om, im, want_idx, s0, s1, s2, ntap, rb, dw, two):
+    """2 or 3 taps of one kernel row, in order, for every output of ``om`` (one pass).
+
+    ``s_j`` are contiguous views where tap j of output q is ``s_j[q]`` (stride 1)
+    or ``s_j[2q]`` (``two``: stride 2); the index of that tap is
+    ``rb + q*(2 if two else 1) + j*dw``.
+    """
+    n = om.shape[0]
+    st = 2 if two else 1
+    if two:
+        for q in range(n):
+            m = om[q]
+            bi = im[q] if want_idx else 0
+            v = s0[2 * q]
+            t = _mx(v, m)
+            m = v if t else m
+            bi = rb + 2 * q if t else bi
+            v = s1[2 * q]
+            t = _mx(v, m)
+            m = v if t else m
+            bi = rb + 2 * q + dw if t else bi
+            if ntap == 3:
+                v = s2[2 * q]
+                t = _mx(v, m)
+                m = v if t else m
+                bi = rb + 2 * q + 2 * dw if t else bi
+            om[q] = m
+            if want_idx:
+                im[q] = bi
+    else:
+        for q in range(n):
+            m = om[q]
+            bi = im[q] if want_idx else 0
+            v = s0[q]
+            t = _mx(v, m)
+            m = v if t else m
+            bi = rb + q * st if t else bi
+            v = s1[q]
+            t = _mx(v, m)
+            m = v if t else m
+            bi = rb + q * st + dw if t else bi
+            if ntap == 3:
+                v = s2[q]
+                t = _mx(v, m)
+                m = v if t else m
+                bi = rb + q * st + 2 * dw if t else bi
+            om[q] = m
+            if want_idx:
+                im[q] = bi
+
+
 @njit(parallel=True, cache=True)
 def max_pool2d_rows(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw):
     """out[n,c,oy,ox] (and idx) by PyTorch's max rule; x: (N,C,H,W), out/idx: (N,C,Ho,Wo)."""
@@ -131,9 +201,35 @@ def max_pool2d_rows(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw):
                 if r < 0 or r >= h:
                     continue
                 src = plane[r]
+                # outputs [c_lo, c_hi) have every tap of this kernel row in bounds
+                c_lo, c_hi = 0, 0
+                if (kw == 2 or kw == 3) and (sw == 1 or sw == 2):
+                    c_lo = _col_range(wo, sw, -pw, w_in)[0]
+                    c_hi = max(c_lo, _col_range(wo, sw, (kw - 1) * dw - pw, w_in)[1])
+                    if c_hi > c_lo:
+                        base = c_lo * sw - pw
+                        n_in = c_hi - c_lo
+                        ext = (n_in - 1) * sw + 1
+                        s0 = src[base:base + ext]
+                        s1 = src[base + dw:base + dw + ext]
+                        s2 = src[base + (kw - 1) * dw:base + (kw - 1) * dw + ext]
+                        imv = idx[n, c, oy, c_lo:c_hi] if want_idx else idx[0, 0, 0, 0:1]
+                        _max_fused(orow[c_lo:c_hi], imv, want_idx, s0, s1, s2, kw,
+                                   r * w_in + base, dw, sw == 2)
                 for j in range(kw):
                     off = j * dw - pw
                     lo, hi = _col_range(wo, sw, off, w_in)
+                    if c_hi > c_lo:  # only the edges remain: [lo, c_lo) and [c_hi, hi)
+                        if lo < c_lo:
+                            hi2 = min(hi, c_lo)
+                        else:
+                            lo = max(lo, c_hi)
+                            hi2 = hi
+                        if lo < c_lo and hi > c_hi:
+                            # both edges: do the right one separately
+                            _max_edge(orow, idx, want_idx, n, c, oy, src, r, w_in,
+                                      c_hi, hi, sw, off)
+                        hi = hi2
                     if hi <= lo:
                         continue
                     om = orow[lo:hi]

@@ -272,3 +272,36 @@ def test_shared_tests_pass_with_numba_boundscheck():
     tail = (proc.stdout + proc.stderr)[-3000:]
     assert proc.returncode == 0, tail
     assert " passed" in proc.stdout and "failed" not in proc.stdout, tail
+
+
+# --------------------------------------------------------------------------
+# max pooling: random sweep (fused kernel-row passes and edge handling)
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(4))
+def test_max_pool2d_random_sweep_exact(seed, rng):
+    r = np.random.default_rng(seed)
+    done = 0
+    while done < 15:
+        kh, kw = int(r.integers(1, 4)), int(r.integers(1, 4))
+        sh, sw = int(r.integers(1, 4)), int(r.integers(1, 3))
+        dh, dw = int(r.integers(1, 3)), int(r.integers(1, 3))
+        ph = int(r.integers(0, (dh * (kh - 1) + 1) // 2 + 1))
+        pw = int(r.integers(0, (dw * (kw - 1) + 1) // 2 + 1))
+        h, w = int(r.integers(dh * (kh - 1) + 1, 14)), int(r.integers(dw * (kw - 1) + 1, 30))
+        kw_ = dict(kernel_size=(kh, kw), stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw),
+                   ceil_mode=bool(r.integers(0, 2)))
+        x = random_array(rng, (1, 2, h, w), "float32")
+        flat = x.reshape(-1)
+        picks = rng.choice(flat.size, size=max(1, flat.size // 20), replace=False)
+        flat[picks[: len(picks) // 2]] = np.nan
+        flat[picks[len(picks) // 2:]] = -np.inf
+        flat[1::5] = flat[0]  # ties
+        try:
+            ref, ref_idx = fc.max_pool2d(x, return_indices=True, backend="numpy", **kw_)
+        except ValueError:  # e.g. output size below 1
+            continue
+        out, idx = fc.max_pool2d(x, return_indices=True, backend="numba", **kw_)
+        assert_exact(out, ref, f"values {kw_}")
+        assert_exact(idx, ref_idx, f"indices {kw_}")
+        assert_exact(fc.max_pool2d(x, backend="numba", **kw_), ref, f"no indices {kw_}")
+        done += 1
