@@ -100,7 +100,7 @@ def _run(op: str, impl: registry.Implementation, params, kind: str, input, *weig
     rest = [arrays.to_native(a, arrays.kind_of(a), be.native) if a is not None else None
             for a in weights]
     if params.unbatched:
-        x = x.reshape((1,) + tuple(x.shape))
+        x = arrays.add_batch_axis(x, be.native)
     result = impl.fn(x, *rest, params)
     outs = result if isinstance(result, tuple) else (result,)
     outs = tuple(arrays.from_native(o, be.native, kind, like=input) for o in outs)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["kind_of", "is_device_kind", "dtype_of", "shape_of", "to_native", "from_native"]
+__all__ = ["kind_of", "is_device_kind", "dtype_of", "shape_of", "to_native", "from_native",
+           "add_batch_axis"]
 
 HOST_KINDS = ("numpy", "torch-cpu")
 DEVICE_KINDS = ("cupy", "numba", "torch-cuda")
@@ -50,6 +51,21 @@ def dtype_of(x, kind: str) -> np.dtype:
 
 def shape_of(x) -> tuple[int, ...]:
     return tuple(int(s) for s in x.shape)
+
+
+def add_batch_axis(x, native: str):
+    """View ``x`` with a leading axis of length 1, keeping its strides (any layout).
+
+    numba-cuda 0.30's ``DeviceNDArray.reshape`` gives a non-C-contiguous array
+    C strides over its data, so a strided unbatched input would be scrambled:
+    build the view from the same device memory with the old strides instead.
+    """
+    shape = (1,) + tuple(x.shape)
+    if native == "numba" and hasattr(x, "gpu_data") and not x.is_c_contiguous():
+        from numba.cuda.cudadrv.devicearray import DeviceNDArray
+        return DeviceNDArray(shape=shape, strides=(x.strides[0],) + tuple(x.strides),
+                             dtype=x.dtype, gpu_data=x.gpu_data)
+    return x.reshape(shape)
 
 
 # --------------------------------------------------------------------------
