@@ -120,55 +120,95 @@ def _mx(v, m):
 
 
 @njit(cache=True, inline="always")
+def _mf_idx1(om, im, s0, s1, s2, rb, d1, d2):
+    for q in range(om.shape[0]):
+        m = om[q]
+        bi = im[q]
+        v = s0[q]
+        t = _mx(v, m)
+        m = v if t else m
+        bi = rb + q if t else bi
+        v = s1[q]
+        t = _mx(v, m)
+        m = v if t else m
+        bi = rb + q + d1 if t else bi
+        v = s2[q]
+        t = _mx(v, m)
+        m = v if t else m
+        bi = rb + q + d2 if t else bi
+        om[q] = m
+        im[q] = bi
+
+
+@njit(cache=True, inline="always")
+def _mf_idx2(om, im, s0, s1, s2, rb, d1, d2):
+    for q in range(om.shape[0]):
+        m = om[q]
+        bi = im[q]
+        v = s0[2 * q]
+        t = _mx(v, m)
+        m = v if t else m
+        bi = rb + 2 * q if t else bi
+        v = s1[2 * q]
+        t = _mx(v, m)
+        m = v if t else m
+        bi = rb + 2 * q + d1 if t else bi
+        v = s2[2 * q]
+        t = _mx(v, m)
+        m = v if t else m
+        bi = rb + 2 * q + d2 if t else bi
+        om[q] = m
+        im[q] = bi
+
+
+@njit(cache=True, inline="always")
+def _mf1(om, s0, s1, s2):
+    for q in range(om.shape[0]):
+        m = om[q]
+        v = s0[q]
+        m = v if _mx(v, m) else m
+        v = s1[q]
+        m = v if _mx(v, m) else m
+        v = s2[q]
+        om[q] = v if _mx(v, m) else m
+
+
+@njit(cache=True, inline="always")
+def _mf2(om, s0, s1, s2):
+    for q in range(om.shape[0]):
+        m = om[q]
+        v = s0[2 * q]
+        m = v if _mx(v, m) else m
+        v = s1[2 * q]
+        m = v if _mx(v, m) else m
+        v = s2[2 * q]
+        om[q] = v if _mx(v, m) else m
+
+
+@njit(cache=True, inline="always")
 def _max_fused(om, im, want_idx, s0, s1, s2, ntap, rb, dw, two):
     """2 or 3 taps of one kernel row, in order, for every output of ``om`` (one pass).
 
     ``s_j`` are contiguous views where tap j of output q is ``s_j[q]`` (stride 1)
     or ``s_j[2q]`` (``two``: stride 2); the index of that tap is
-    ``rb + q*(2 if two else 1) + j*dw``.
+    ``rb + q*stride + j*dw``.  Two taps run as three with the second repeated
+    (a repeat never changes the value or the index), so every loop is
+    branch-free and vectorizes.
     """
-    n = om.shape[0]
-    st = 2 if two else 1
-    if two:
-        for q in range(n):
-            m = om[q]
-            bi = im[q] if want_idx else 0
-            v = s0[2 * q]
-            t = _mx(v, m)
-            m = v if t else m
-            bi = rb + 2 * q if t else bi
-            v = s1[2 * q]
-            t = _mx(v, m)
-            m = v if t else m
-            bi = rb + 2 * q + dw if t else bi
-            if ntap == 3:
-                v = s2[2 * q]
-                t = _mx(v, m)
-                m = v if t else m
-                bi = rb + 2 * q + 2 * dw if t else bi
-            om[q] = m
-            if want_idx:
-                im[q] = bi
+    d2 = 2 * dw
+    if ntap == 2:
+        s2 = s1
+        d2 = dw
+    if want_idx:
+        if two:
+            _mf_idx2(om, im, s0, s1, s2, rb, dw, d2)
+        else:
+            _mf_idx1(om, im, s0, s1, s2, rb, dw, d2)
     else:
-        for q in range(n):
-            m = om[q]
-            bi = im[q] if want_idx else 0
-            v = s0[q]
-            t = _mx(v, m)
-            m = v if t else m
-            bi = rb + q * st if t else bi
-            v = s1[q]
-            t = _mx(v, m)
-            m = v if t else m
-            bi = rb + q * st + dw if t else bi
-            if ntap == 3:
-                v = s2[q]
-                t = _mx(v, m)
-                m = v if t else m
-                bi = rb + q * st + 2 * dw if t else bi
-            om[q] = m
-            if want_idx:
-                im[q] = bi
+        if two:
+            _mf2(om, s0, s1, s2)
+        else:
+            _mf1(om, s0, s1, s2)
 
 
 @njit(parallel=True, cache=True)
@@ -191,11 +231,16 @@ def max_pool2d_rows(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw):
                 orow[ox] = ninf
             if want_idx:
                 irow = idx[n, c, oy]
-                for ox in range(wo):
+                first = min(wo, (pw + sw - 1) // sw)  # windows from here start in bounds
+                for ox in range(first):
                     w0 = ox * sw - pw
                     while w0 < 0:
                         w0 += dw
                     irow[ox] = h0 * w_in + w0
+                rest = irow[first:]
+                rb0 = h0 * w_in + first * sw - pw
+                for q in range(wo - first):
+                    rest[q] = rb0 + q * sw
             for i in range(kh):
                 r = hs + i * dh
                 if r < 0 or r >= h:
