@@ -501,6 +501,22 @@ def conv_transpose2d_direct(x, w, b, has_bias, out, sh, sw, ph, pw, dh, dw, grou
                             od[q] += wv * xs[q]
 
 
+@njit(cache=True, inline="always")
+def _tap_ix_range(base, sw, w_in, wo):
+    """[ix0, ix1): input columns whose tap lands inside the output (ox = ix*sw + base)."""
+    ix0 = 0
+    if base < 0:
+        ix0 = (-base + sw - 1) // sw
+    ix1 = min(w_in, (wo - 1 - base) // sw + 1) if wo - 1 - base >= 0 else 0
+    return ix0, max(ix0, ix1)
+
+
+@njit(cache=True, inline="always")
+def _scatter_scalar(orow, crow, ix0, ix1, sw, base):
+    for ix in range(ix0, ix1):
+        orow[ix * sw + base] += crow[ix]
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def col2im_add(cols, out, n0, nb, o0, og, kh, kw, iy0, iy1, w_in, sh, sw, ph, pw, dh, dw):
     """out[n, o0+o, iy*sh - ph + i*dh, ix*sw - pw + j*dw] += cols[(o,i,j), col(n, iy, ix)].
@@ -508,7 +524,9 @@ def col2im_add(cols, out, n0, nb, o0, og, kh, kw, iy0, iy1, w_in, sh, sw, ph, pw
     ``col(n, iy, ix) = ((n-n0)*(iy1-iy0) + iy-iy0)*W + ix`` for images
     [n0, n0+nb) and input rows [iy0, iy1).  Version 4: one task per output
     plane (n, o) (no two tasks share an output element); taps in a fixed
-    order, so the result is deterministic.
+    order, so the result is deterministic.  At stride 2 with dilation 1, taps
+    j and j+1 land on interleaved columns and are added in one pass (a full
+    interleaved group, which vectorizes; a lone strided store does not).
     """
     ho, wo = out.shape[2], out.shape[3]
     nrow = iy1 - iy0
@@ -517,28 +535,50 @@ def col2im_add(cols, out, n0, nb, o0, og, kh, kw, iy0, iy1, w_in, sh, sw, ph, pw
         o = t % og
         plane = out[n0 + nn, o0 + o]
         for i in range(kh):
-            for j in range(kw):
-                k = (o * kh + i) * kw + j
-                base = j * dw - pw
-                ix0 = 0
-                if base < 0:
-                    ix0 = (-base + sw - 1) // sw
-                ix1 = min(w_in, (wo - 1 - base) // sw + 1) if wo - 1 - base >= 0 else 0
-                if ix1 <= ix0:
+            for iy in range(iy0, iy1):
+                oy = iy * sh - ph + i * dh
+                if oy < 0 or oy >= ho:
                     continue
-                for iy in range(iy0, iy1):
-                    oy = iy * sh - ph + i * dh
-                    if oy < 0 or oy >= ho:
+                orow = plane[oy]
+                src = (nn * nrow + iy - iy0) * w_in
+                j = 0
+                while j < kw:
+                    k = (o * kh + i) * kw + j
+                    base = j * dw - pw
+                    ix0, ix1 = _tap_ix_range(base, sw, w_in, wo)
+                    crow = cols[k, src:src + w_in]
+                    if sw == 2 and dw == 1 and j + 1 < kw:
+                        crow1 = cols[k + 1, src:src + w_in]
+                        jx0, jx1 = _tap_ix_range(base + 1, 2, w_in, wo)
+                        a = max(ix0, jx0)
+                        e = max(a, min(ix1, jx1))
+                        if e > a:
+                            od = orow[2 * a + base:2 * e + base + 1]
+                            c0 = crow[a:e]
+                            c1 = crow1[a:e]
+                            for q in range(e - a):
+                                od[2 * q] += c0[q]
+                                od[2 * q + 1] += c1[q]
+                            _scatter_scalar(orow, crow, ix0, a, 2, base)
+                            _scatter_scalar(orow, crow, e, ix1, 2, base)
+                            _scatter_scalar(orow, crow1, jx0, a, 2, base + 1)
+                            _scatter_scalar(orow, crow1, e, jx1, 2, base + 1)
+                        else:
+                            _scatter_scalar(orow, crow, ix0, ix1, 2, base)
+                            _scatter_scalar(orow, crow1, jx0, jx1, 2, base + 1)
+                        j += 2
                         continue
-                    src = (nn * nrow + iy - iy0) * w_in
-                    cs = cols[k, src + ix0:src + ix1]
-                    orow = plane[oy]
-                    if sw == 1:
-                        od = orow[ix0 + base:ix1 + base]
-                    else:
-                        od = orow[ix0 * sw + base:(ix1 - 1) * sw + base + 1:sw]
-                    for q in range(ix1 - ix0):
-                        od[q] += cs[q]
+                    if ix1 > ix0:
+                        cs = crow[ix0:ix1]
+                        if sw == 1:
+                            od1 = orow[ix0 + base:ix1 + base]
+                            for q in range(ix1 - ix0):
+                                od1[q] += cs[q]
+                        else:
+                            ods = orow[ix0 * sw + base:(ix1 - 1) * sw + base + 1:sw]
+                            for q in range(ix1 - ix0):
+                                ods[q] += cs[q]
+                    j += 1
 
 
 @njit(parallel=True, cache=True)
