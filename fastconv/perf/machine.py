@@ -127,7 +127,8 @@ def describe() -> dict:
     return {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "host": platform.node(), "system": f"{platform.system()} {platform.release()}",
             "cpu": _cpu_model(), "cores": os.cpu_count(),
-            "load_average": _loadavg(), "threads": _threads(), "threads_limit": os.environ.get("FASTCONV_THREADS"),
+            "load_average": _loadavg(), "threads": _threads(),
+            "threads_limit": os.environ.get("FASTCONV_THREADS"),
             "memory_gib": _memory_gib(), "gpu": gpu,
             "versions": versions(), "commit": _commit()}
 

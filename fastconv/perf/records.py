@@ -16,7 +16,8 @@ import json
 
 from .suite import Case
 
-__all__ = ["extra_info", "percentages", "benchmark_record", "run_document", "load", "FORMAT_VERSION"]
+__all__ = ["extra_info", "percentages", "benchmark_record", "run_document", "load",
+           "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 

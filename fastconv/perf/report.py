@@ -151,7 +151,8 @@ def _case_section(case_id, rows, runs) -> list[str]:
         ups.append("–" if d is None or d is r else _x(d["stats"]["median"] / st["median"]))
         dev = info["device"] + (f" (run {r['run'] + 1})" if len(runs) > 1 else "")
         table.append([f"`{info['impl']}`", info["role"], dev, _ms(st["median"]),
-                      _ms(st["min"]), _ms(st["iqr"]), st["rounds"], _num(info["gflops"]), _num(info["gbs"]),
+                      _ms(st["min"]), _ms(st["iqr"]), st["rounds"], _num(info["gflops"]),
+                      _num(info["gbs"]),
                       _num(info.get("pct_peak"))] + ups)
     lines += _table(header, table)
     lines.append("")
