@@ -546,8 +546,12 @@ def write_report(docs: list, out_dir: str, sources=None, title: str = "fastconv 
     for run in runs:
         descs.update(run.get("runners") or {})
     if descs:
+        rows = []
+        for key, text in descs.items():
+            op, _, label = key.partition(" ") if " " in key else ("", "", key)
+            rows.append([op, f"`{label}`", text])
         lines += ["## Implementations", ""]
-        lines += _table(["name", "what it is"], [[f"`{k}`", v] for k, v in descs.items()])
+        lines += _table(["op", "name", "what it is"], rows)
         lines.append("")
     path = os.path.join(out_dir, "report.md")
     with open(path, "w", encoding="utf-8") as f:

@@ -178,7 +178,8 @@ def run_bench(out_dir: str, quick: bool = True, suite: str | None = None,
                "failed": failed, "edge_counts": dense.edge_detection_counts(),
                "dense_memory_limit": int(dense_limit or old_limit),
                "elapsed_s": time.perf_counter() - t_start, "note": note,
-               "runners": {r.label: r.description for case in cases(suite, name_filter)
+               "runners": {f"{case.op} {r.label}": r.description
+                           for case in cases(suite, name_filter)
                            for r in runners_mod.runners(case.op, usable, peers)},
                "command": _command_line()}
     doc = run_document(benchmarks, desc, section)
