@@ -84,6 +84,10 @@ def test_im2col_workspace_cap(monkeypatch, rng, case, cap, bias):
     assert_close(out, _ref_conv(x, w, b, **kw), "float32", f"cap {cap}")
     used = sum(buf.nbytes for (name, _dt), buf in bufs.items() if name.startswith("im2col"))
     assert 0 < used <= max(cap, kk * 4)
+    if nb.wide_im2col_images(p, 4):
+        rows = nb.wide_rows_per_block(p, 4)
+        wp = p.w + p.padding[2] + p.padding[3]
+        assert rows == p.h_out or (kk + og) * rows * wp * 4 <= cap
 
 
 @pytest.mark.parametrize("block", [1, 3000, 1 << 24])

@@ -48,7 +48,7 @@ import numpy as np
 from .. import reference
 from ..registry import Backend, register, register_backend, register_chooser
 
-__all__ = ["IM2COL_WORKSPACE_BYTES", "im2col_chunk", "wide_im2col_images", "conv_transpose2d_chunk", "choose_conv2d", "choose_conv_transpose2d",
+__all__ = ["IM2COL_WORKSPACE_BYTES", "im2col_chunk", "wide_im2col_images", "wide_rows_per_block", "conv_transpose2d_chunk", "choose_conv2d", "choose_conv_transpose2d",
            "PATH_COUNTS"]
 
 #: Largest im2col / col2im workspace in bytes (per calling thread).  Set
@@ -61,8 +61,13 @@ IM2COL_WORKSPACE_BYTES = int(float(os.environ.get("FASTCONV_IM2COL_WORKSPACE_MB"
 #: still in cache when the GEMM reads them).
 WIDE_BLOCK_BYTES = int(os.environ.get("FASTCONV_WIDE_BLOCK_KB", "16384")) * 1024
 
-#: Output pixels per image below which im2col batches several images into one GEMM.
-IM2COL_BATCH_PIXELS = 2048
+#: Output pixels per image below which im2col batches several images into one
+#: GEMM even when that needs an extra transposed copy of the result (strided
+#: im2col path only; the stride-1 "wide" path batches whatever fits, as it
+#: copies its result out anyway).  Few large steps also matter on a busy
+#: machine: every switch between Numba's and OpenBLAS's thread pools can cost
+#: a scheduler time slice when the cores are oversubscribed.
+IM2COL_BATCH_PIXELS = 1 << 16
 
 #: How often each code path ran (tests check that fast paths are really taken).
 PATH_COUNTS: Counter = Counter()
@@ -259,8 +264,10 @@ def wide_im2col_images(p, itemsize: int, cap: int | None = None) -> int:
 
     Needs, per image: padded planes ``C_in/G*(Hp+1)*Wp``, columns
     ``(K [+1])*Ho*Wp`` and the GEMM result ``C_out/G*Ho*Wp``; all within the
-    cap.  Not used when the extra columns would cost more than 50 % more GEMM
-    work (``Wp > 1.5*Wo``); then, or if one image does not fit, im2col proper.
+    cap; as many images as fit go into one chunk, and an image that does not fit
+    whole is cut into row blocks.  Not used when the extra columns would cost
+    more than 50 % more GEMM work (``Wp > 1.5*Wo``), nor when not even one
+    image's padded planes and one row block fit: then im2col proper.
     """
     if p.stride != (1, 1):
         return 0
@@ -271,13 +278,23 @@ def wide_im2col_images(p, itemsize: int, cap: int | None = None) -> int:
         return 0
     cg, og = p.c_in // p.groups, p.c_out // p.groups
     kk = cg * p.kh * p.kw + (1 if p.has_bias else 0)
-    per_image = (cg * (hp + 1) * wp + (kk + og) * p.h_out * wp) * itemsize
-    images = cap // per_image
-    if images == 0:
-        return 0
-    if p.h_out * p.w_out >= IM2COL_BATCH_PIXELS:
-        return 1
+    pad_bytes = cg * (hp + 1) * wp * itemsize
+    row_bytes = (kk + og) * wp * itemsize
+    images = cap // (pad_bytes + row_bytes * p.h_out)
+    if images == 0 and cap >= pad_bytes + row_bytes:
+        return 1  # one image, cut into row blocks (see wide_rows_per_block)
     return int(min(p.n, images))
+
+
+def wide_rows_per_block(p, itemsize: int, cap: int | None = None) -> int:
+    """Output rows per block when the wide path runs one image at a time."""
+    cap = IM2COL_WORKSPACE_BYTES if cap is None else cap
+    hp = p.h + p.padding[0] + p.padding[1]
+    wp = p.w + p.padding[2] + p.padding[3]
+    cg, og = p.c_in // p.groups, p.c_out // p.groups
+    kk = cg * p.kh * p.kw + (1 if p.has_bias else 0)
+    room = min(WIDE_BLOCK_BYTES, cap - cg * (hp + 1) * wp * itemsize)
+    return max(1, min(p.h_out, room // ((kk + og) * wp * itemsize)))
 
 
 def _is_pointwise(p) -> bool:
@@ -325,8 +342,7 @@ def conv2d_im2col(x, weight, bias, p):
                     xpad = _workspace("im2col_pad", (nb, cg, hp + 1, wp), x.dtype)
                     k.pad_planes(x, n0, nb, gi * cg, cg, rmap, cmap, p.padding[2], xpad)
                     # row blocks small enough for the columns to stay in cache
-                    rows = p.h_out if nb > 1 else max(
-                        1, min(p.h_out, WIDE_BLOCK_BYTES // ((kk + hb + og) * wp * itemsize)))
+                    rows = p.h_out if nb > 1 else wide_rows_per_block(p, itemsize)
                     for y0 in range(0, p.h_out, rows):
                         y1 = min(p.h_out, y0 + rows)
                         colbuf = _workspace("im2col", (kk + hb, nb * (y1 - y0) * wp), x.dtype)
