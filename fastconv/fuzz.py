@@ -470,22 +470,6 @@ class KnownIssue(Unsupported):
     """The case hits a bug already reported (see :data:`KNOWN_ISSUES`); not rerun."""
 
 
-def _max_window_outside(case: Case) -> bool:
-    """A max_pool2d window with no tap inside the input (dilation can skip over it)."""
-    if case.op != "max_pool2d" or not case.kwargs.get("return_indices"):
-        return False
-    p = parse_case(case)
-    for n_out, size, k, s, pad, d in ((p.h_out, p.h, p.kernel[0], p.stride[0], p.padding[0],
-                                       p.dilation[0]),
-                                      (p.w_out, p.w, p.kernel[1], p.stride[1], p.padding[1],
-                                       p.dilation[1])):
-        for o in range(n_out):
-            start = o * s - pad
-            if not any(0 <= start + i * d < size for i in range(k)):
-                return True
-    return False
-
-
 #: Reported bugs, so the fuzz stays useful until they are fixed:
 #: implementation key pattern (fnmatch) -> (predicate on a Case, what goes wrong).
 #: Each has a strict-xfail reproducer in the tests, which fails (XPASS) once
@@ -495,12 +479,6 @@ KNOWN_ISSUES = {
         lambda case: case.values == "special",
         "a NaN or Inf anywhere in an image makes every output of that image NaN "
         "(0 * Inf in the dense matrix product); PyTorch and the reference keep it local"),
-    "max_pool2d/*": (
-        _max_window_outside,
-        "the reference (fastconv.reference.max_with_indices) returns index -1 for a window "
-        "with no tap inside the input (dilation > 1, e.g. H=1, k=2, d=3, pad=1); PyTorch "
-        "returns hstart*W + wstart after stepping hstart/wstart past the padding by the "
-        "dilation (e.g. 12); the reference is the one that is wrong"),
     "avg_pool2d/numba/direct": (
         lambda case: case.dtype == "float32" and case.values == "special",
         "float32 windows holding +-Inf give NaN instead of +-Inf (fastmath=True on "

@@ -248,9 +248,6 @@ CUPY_CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason="known issue (cupy): the 32-bit plane check runs after "
-                   "the input is copied to the device, inside the implementation, so plan() "
-                   "and algorithm='auto' accept the case and the host copies 8.6 GB first")
 def test_cupy_refuses_planes_past_int32_before_copying():
     """Emulated cupy backend (FASTCONV_CUPY_EMULATE=1, the same host code): a plane of more
     than 2^31 elements must be refused by the ``supports`` rule, before any copy."""
