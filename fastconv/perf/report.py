@@ -546,10 +546,12 @@ def write_report(docs: list, out_dir: str, sources=None, title: str = "fastconv 
     for run in runs:
         descs.update(run.get("runners") or {})
     if descs:
+        measured = {(r["extra_info"].get("op"), r["extra_info"].get("impl")) for r in layers}
         rows = []
         for key, text in descs.items():
             op, _, label = key.partition(" ") if " " in key else ("", "", key)
-            rows.append([op, f"`{label}`", text])
+            if (op, label) in measured or not op:
+                rows.append([op, f"`{label}`", text])
         lines += ["## Implementations", ""]
         lines += _table(["op", "name", "what it is"], rows)
         lines.append("")
