@@ -12,7 +12,8 @@ CUDA = [
     "nvidia-cuda-nvrtc==13.0.*",
     "cupy-cuda13x>=14",
 ]
-BENCH = ["matplotlib>=3.7", "tqdm>=4.60", "pytest-benchmark>=4", "pytest>=7"]
+BENCH = ["matplotlib>=3.7", "tqdm>=4.60", "pytest-benchmark>=4", "pytest>=7", "pillow>=9",
+         "threadpoolctl>=3"]
 TEST = CUDA + [
     "pytest>=7",
     "pytest-benchmark>=4",
@@ -24,6 +25,8 @@ TEST = CUDA + [
     "torch==2.13.0",
     "matplotlib>=3.7",
     "tqdm>=4.60",
+    "threadpoolctl>=3",
+    "scikit-learn>=1.3",  # the digits data set of the LeNet-5 training example
 ]
 
 setup(

@@ -31,6 +31,7 @@ OPS = ("conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_p
 #: Backend modules, imported (cheaply) the first time the registry is read.
 BACKEND_MODULES = (
     "fastconv.wrappers.numpy_backend",
+    "fastconv.dense",
     "fastconv.wrappers.numba_backend",
     "fastconv.wrappers.numba_cuda_backend",
     "fastconv.wrappers.cupy_backend",
