@@ -38,6 +38,14 @@ BACKEND_MODULES = (
 )
 
 
+#: The order backends are listed in (reports, tables), whatever order they were imported in.
+BACKEND_ORDER = ("numpy", "numba", "numba-cuda", "cupy")
+
+
+def _backend_rank(name: str):
+    return (BACKEND_ORDER.index(name) if name in BACKEND_ORDER else len(BACKEND_ORDER), name)
+
+
 class BackendUnavailableError(RuntimeError):
     """A backend or algorithm was asked for that cannot run here or for this case."""
 
@@ -170,7 +178,7 @@ def has_backend(name: str) -> bool:
 
 def all_backends() -> list[Backend]:
     _load()
-    return list(_backends.values())
+    return sorted(_backends.values(), key=lambda b: _backend_rank(b.name))
 
 
 def implementations(op: Optional[str] = None, backend: Optional[str] = None,
@@ -178,7 +186,8 @@ def implementations(op: Optional[str] = None, backend: Optional[str] = None,
     """Registered implementations, optionally filtered, in registration order."""
     _load()
     out = []
-    for (o, b, _a), impl in list(_impls.items()):
+    items = sorted(_impls.items(), key=lambda kv: _backend_rank(kv[0][1]))  # stable sort
+    for (o, b, _a), impl in items:
         if (op is None or o == op) and (backend is None or b == backend):
             if available_only and not _backends[b].available:
                 continue
