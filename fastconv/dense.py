@@ -401,7 +401,21 @@ def _compute_dtype(dtype) -> np.dtype:
 
 
 def conv2d_dense(x, weight, bias, p: Conv2dParams, memory_limit=None):
-    """conv2d as one dense matrix product (the registered "dense" algorithm)."""
+    """conv2d as one dense matrix product (the registered "dense" algorithm).
+
+    A dense product multiplies every input pixel by every matrix entry, zeros
+    included, so one Inf or NaN pixel would turn a whole image to NaN
+    (0 * Inf = NaN) where the convolution touches only its windows; and an
+    Inf weight never meets the zero padding it multiplies in the convolution
+    (0 * Inf = NaN there).  Calls with non-finite inputs or weights are
+    therefore computed by the reference, so the algorithm never returns a
+    different answer; benchmarks time finite data only.
+    """
+    xp = _array_module(x)
+    if not (bool(xp.isfinite(x).all()) and bool(xp.isfinite(weight).all())):
+        from . import reference
+        return xp.asarray(reference.conv2d(_host(x), _host(weight),
+                                           None if bias is None else _host(bias), p))
     m = _cached_matrix(p, _host(weight), False, memory_limit, _compute_dtype(x.dtype))
     return apply(m, x, p, bias)
 

@@ -475,10 +475,6 @@ class KnownIssue(Unsupported):
 #: Each has a strict-xfail reproducer in the tests, which fails (XPASS) once
 #: the bug is fixed, as a reminder to delete the entry here.
 KNOWN_ISSUES = {
-    "conv2d/numpy/dense": (
-        lambda case: case.values == "special",
-        "a NaN or Inf anywhere in an image makes every output of that image NaN "
-        "(0 * Inf in the dense matrix product); PyTorch and the reference keep it local"),
     "avg_pool2d/numba/direct": (
         lambda case: case.dtype == "float32" and case.values == "special",
         "float32 windows holding +-Inf give NaN instead of +-Inf (fastmath=True on "
