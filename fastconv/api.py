@@ -128,13 +128,10 @@ def _conv2d_setup(input, weight, bias, stride, padding, dilation, groups, paddin
                   backend, algorithm):
     op = "conv2d"
     kind = _kinds(op, input, weight=weight, bias=bias)
-    dtype = check_dtypes(op, input=arrays.dtype_of(input, kind),
-                         weight=arrays.dtype_of(weight, arrays.kind_of(weight)),
-                         bias=None if bias is None else arrays.dtype_of(bias,
-                                                                        arrays.kind_of(bias)))
+    dtype = check_dtypes(op, **arrays.dtypes_of(input=input, weight=weight, bias=bias))
     params = parse_conv2d(arrays.shape_of(input), arrays.shape_of(weight),
-                          None if bias is None else arrays.shape_of(bias), stride, padding,
-                          dilation, groups, padding_mode, dtype)
+                          arrays.shape_of(bias), stride, padding, dilation, groups,
+                          padding_mode, dtype)
     impl = _resolve(op, params, kind, backend, algorithm)
     return kind, params, impl
 
@@ -173,13 +170,10 @@ def _conv_transpose2d_setup(input, weight, bias, stride, padding, output_padding
                             dilation, backend, algorithm):
     op = "conv_transpose2d"
     kind = _kinds(op, input, weight=weight, bias=bias)
-    dtype = check_dtypes(op, input=arrays.dtype_of(input, kind),
-                         weight=arrays.dtype_of(weight, arrays.kind_of(weight)),
-                         bias=None if bias is None else arrays.dtype_of(bias,
-                                                                        arrays.kind_of(bias)))
+    dtype = check_dtypes(op, **arrays.dtypes_of(input=input, weight=weight, bias=bias))
     params = parse_conv_transpose2d(arrays.shape_of(input), arrays.shape_of(weight),
-                                    None if bias is None else arrays.shape_of(bias), stride,
-                                    padding, output_padding, groups, dilation, dtype)
+                                    arrays.shape_of(bias), stride, padding, output_padding,
+                                    groups, dilation, dtype)
     impl = _resolve(op, params, kind, backend, algorithm)
     return kind, params, impl
 
@@ -211,7 +205,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 def _pool_setup(op, input, backend, parse, kind_name, *args):
     kind = _kinds(op, input)
-    dtype = check_dtypes(op, input=arrays.dtype_of(input, kind))
+    dtype = check_dtypes(op, **arrays.dtypes_of(input=input))
     params = parse(kind_name, arrays.shape_of(input), *args, dtype=dtype)
     impl = _resolve(op, params, kind, backend, "auto")
     return kind, params, impl

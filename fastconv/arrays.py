@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["kind_of", "is_device_kind", "dtype_of", "shape_of", "to_native", "from_native",
-           "add_batch_axis"]
+           "add_batch_axis", "dtypes_of"]
 
 HOST_KINDS = ("numpy", "torch-cpu")
 DEVICE_KINDS = ("cupy", "numba", "torch-cuda")
@@ -49,8 +49,15 @@ def dtype_of(x, kind: str) -> np.dtype:
     return np.dtype(x.dtype)
 
 
-def shape_of(x) -> tuple[int, ...]:
-    return tuple(int(s) for s in x.shape)
+def shape_of(x) -> tuple[int, ...] | None:
+    """The shape as Python ints (None for None, e.g. an absent bias)."""
+    return None if x is None else tuple(int(s) for s in x.shape)
+
+
+def dtypes_of(**named) -> dict:
+    """``{name: dtype}`` for named arrays of any kind (None stays None), for check_dtypes."""
+    return {name: None if a is None else dtype_of(a, kind_of(a, name=name))
+            for name, a in named.items()}
 
 
 def add_batch_axis(x, native: str):

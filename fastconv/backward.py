@@ -179,9 +179,7 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     """
     op = "conv2d_backward"
     io = _Arrays(op, grad_output, input=input, weight=weight)
-    check_dtypes(op, grad_output=arrays.dtype_of(grad_output, io.kind),
-                 input=arrays.dtype_of(input, arrays.kind_of(input)),
-                 weight=arrays.dtype_of(weight, arrays.kind_of(weight)))
+    check_dtypes(op, **arrays.dtypes_of(grad_output=grad_output, input=input, weight=weight))
     p = parse_conv2d(arrays.shape_of(input), arrays.shape_of(weight), None, stride, padding,
                      dilation, groups, padding_mode)
     _check_grad_shape(op, grad_output, p)
@@ -236,9 +234,7 @@ def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0,
     """
     op = "conv_transpose2d_backward"
     io = _Arrays(op, grad_output, input=input, weight=weight)
-    check_dtypes(op, grad_output=arrays.dtype_of(grad_output, io.kind),
-                 input=arrays.dtype_of(input, arrays.kind_of(input)),
-                 weight=arrays.dtype_of(weight, arrays.kind_of(weight)))
+    check_dtypes(op, **arrays.dtypes_of(grad_output=grad_output, input=input, weight=weight))
     p = parse_conv_transpose2d(arrays.shape_of(input), arrays.shape_of(weight), None, stride,
                                padding, output_padding, groups, dilation)
     _check_grad_shape(op, grad_output, p)
@@ -298,7 +294,7 @@ def _check_indices(op, xp, indices, params):
 
 def _pool_grad_io(op, grad_output, indices=None):
     io = _Arrays(op, grad_output, indices=indices)
-    check_dtypes(op, grad_output=arrays.dtype_of(grad_output, io.kind))
+    check_dtypes(op, **arrays.dtypes_of(grad_output=grad_output))
     return io
 
 
