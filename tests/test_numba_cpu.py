@@ -138,6 +138,7 @@ def test_conv_transpose2d_gemm_workspace_cap(monkeypatch, rng):
     ((16, 32, 112, 112), (32, 1, 3, 3), {"padding": 1, "groups": 32}, "direct"),  # depthwise
     ((1, 1, 1024, 1024), (1, 1, 5, 5), {"padding": "same"}, "direct"),   # image filter
     ((256, 1, 32, 32), (6, 1, 5, 5), {}, "direct"),                      # LeNet C1, K=25
+    ((256, 6, 14, 14), (16, 6, 5, 5), {}, "direct"),                     # LeNet C3, flat
     ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1}, "im2col"),
     ((8, 256, 56, 56), (64, 256, 1, 1), {}, "im2col"),
     ((8, 512, 7, 7), (512, 512, 3, 3), {"padding": 1}, "im2col"),
@@ -156,6 +157,24 @@ def test_conv_transpose2d_auto_rule():
     _, impl = fc.plan("conv_transpose2d", np.empty((1, 8, 8, 8), np.float32),
                       np.empty((8, 1, 3, 3), np.float32), groups=8, backend="numba")
     assert impl.algorithm == "direct"
+
+
+@pytest.mark.parametrize("xs, ws, kw, path", [
+    ((2, 3, 9, 9), (3, 1, 3, 3), {"padding": 1, "groups": 3}, "conv2d/direct/plane"),
+    ((1, 1, 200, 300), (1, 1, 5, 5), {"padding": 2}, "conv2d/direct/plane"),
+    ((3, 1, 12, 12), (6, 1, 5, 5), {}, "conv2d/direct/flat"),
+    ((2, 4, 10, 9), (6, 2, 3, 3), {"padding": 1, "groups": 2,
+                                   "padding_mode": "circular"}, "conv2d/direct/flat"),
+    ((1, 3, 10, 12), (5, 3, 3, 3), {"stride": 2, "padding": 1}, "conv2d/direct"),
+])
+def test_direct_paths(rng, xs, ws, kw, path):
+    x = random_array(rng, xs, "float32")
+    w = random_array(rng, ws, "float32")
+    b = random_array(rng, (ws[0],), "float32")
+    before = nb.PATH_COUNTS[path]
+    out = fc.conv2d(x, w, b, backend="numba", algorithm="direct", **kw)
+    assert nb.PATH_COUNTS[path] == before + 1
+    assert_close(out, _ref_conv(x, w, b, **kw), "float32", path)
 
 
 def test_pointwise_fast_path_is_taken(rng):
