@@ -139,6 +139,30 @@ def _threads() -> int:
     return numba.get_num_threads()
 
 
+#: Run the Numba steps of the im2col / GEMM paths on the calling thread only
+#: (OpenBLAS parallelizes the GEMMs).  Alternating between Numba's and
+#: OpenBLAS's thread pools makes both spin against each other on 2 cores:
+#: measured here, 2-thread im2col ran slower than 1-thread im2col.
+GEMM_PATH_SERIAL_FILL = os.environ.get("FASTCONV_GEMM_PARALLEL_FILL", "0") != "1"
+
+
+@contextlib.contextmanager
+def _gemm_path_region():
+    """A region for the GEMM-based paths: Numba kernels single-threaded (see above)."""
+    import numba
+    if not GEMM_PATH_SERIAL_FILL:
+        with _parallel_region():
+            yield
+        return
+    saved = numba.get_num_threads()
+    numba.set_num_threads(1)  # thread-local in Numba: other callers are unaffected
+    try:
+        with _parallel_region():
+            yield
+    finally:
+        numba.set_num_threads(saved)
+
+
 @contextlib.contextmanager
 def _parallel_region():
     """Serialize kernel launches only under Numba's non-threadsafe workqueue layer."""
@@ -341,7 +365,7 @@ def conv2d_im2col(x, weight, bias, p):
             for gi in range(g):
                 np.matmul(wv[gi], xv[n, gi], out=ov[n, gi])
         if bias is not None:
-            with _parallel_region():
+            with _gemm_path_region():
                 k.add_bias(out.reshape(p.n, p.c_out, -1), np.ascontiguousarray(bias))
         return out
     kk = cg * p.kh * p.kw
@@ -357,7 +381,7 @@ def conv2d_im2col(x, weight, bias, p):
         PATH_COUNTS["conv2d/im2col/wide"] += 1
         hp, wp = rmap.shape[0], cmap.shape[0]
         itemsize = x.dtype.itemsize
-        with _parallel_region():
+        with _gemm_path_region():
             for n0 in range(0, p.n, wide_images):
                 nb = min(wide_images, p.n - n0)
                 for gi in range(g):
@@ -379,7 +403,7 @@ def conv2d_im2col(x, weight, bias, p):
     images, rows, cols = im2col_chunk(p, x.dtype.itemsize)
     npix = p.h_out * p.w_out
     (sh, sw), (dh, dw), pl = p.stride, p.dilation, p.padding[2]
-    with _parallel_region():
+    with _gemm_path_region():
         for n0 in range(0, p.n, images):
             nb = min(images, p.n - n0)
             for gi in range(g):
@@ -468,7 +492,7 @@ def conv_transpose2d_gemm(x, weight, bias, p):
     images, rows = conv_transpose2d_chunk(p, x.dtype.itemsize)
     PATH_COUNTS["conv_transpose2d/gemm"] += 1
     npix = p.h * p.w
-    with _parallel_region():
+    with _gemm_path_region():
         k.fill_bias(out.reshape(p.n, p.c_out, -1), b, has_bias)
         for n0 in range(0, p.n, images):
             nb = min(images, p.n - n0)
