@@ -8,24 +8,33 @@ from Numba's on-disk cache by later processes.
 Algorithms
 ----------
 conv2d
-    ``direct``  register-blocked direct convolution, no workspace beyond one
-                padded row per worker (``kernels/cpu_conv.py`` version 1).
+    ``direct``  no GEMM, no workspace beyond a few rows / one image's padded
+                planes per worker; three kernels (``kernels/cpu_conv.py``):
+                depthwise / single-channel at stride 1 -> version 5 (ring of
+                padded rows, 9 taps of a 3x3 fused); stride 1 on small planes
+                (Ho*Wp <= :data:`FLAT_MAX_PIXELS`) -> version 7 (flattened
+                planes, long passes); otherwise version 1 (row-blocked,
+                2 output channels x 3 fused taps per inner loop).
     ``im2col``  im2col into a capped workspace + BLAS GEMM (NumPy matmul ->
                 OpenBLAS).  At stride 1 the "wide" form (:func:`wide_im2col_images`)
-                copies whole padded planes instead of output rows.  1x1 stride-1 unpadded convolutions skip im2col
-                (the input already is the column matrix).  The workspace never
-                exceeds :data:`IM2COL_WORKSPACE_BYTES` (chunks over images,
-                output rows, then output columns; see :func:`im2col_chunk`).
+                copies whole padded planes instead of output rows.  1x1
+                stride-1 unpadded convolutions skip im2col (the input already
+                is the column matrix).  The workspace never exceeds
+                :data:`IM2COL_WORKSPACE_BYTES` (chunks over images, output
+                rows, then output columns; see :func:`im2col_chunk`).  The
+                Numba steps run on the calling thread, OpenBLAS parallelizes
+                the GEMM (:data:`GEMM_PATH_SERIAL_FILL`).
     ``auto``    :func:`choose_conv2d`.
 conv_transpose2d
-    ``direct``  gather form, deterministic, no workspace.
+    ``direct``  gather form, deterministic, no workspace (slow: a fallback).
     ``gemm``    W^T @ x (BLAS) into a capped workspace, then a deterministic
                 col2im.
+    ``auto``    :func:`choose_conv_transpose2d`.
 pooling
     ``direct``  row-vectorized kernels (``kernels/cpu_pool.py``).
 
-Padding modes other than zeros never copy the padded input: the kernels read
-through an index map per axis (``padding_index_map``).
+Padding modes other than zeros never copy the whole padded input: the
+kernels read through an index map per axis (``padding_index_map``).
 
 Workspaces are cached per Python thread (``threading.local``) and reused
 across calls: fresh large allocations cost a page fault per 4 KiB here.
