@@ -407,7 +407,7 @@ def test_dry_run_walks_every_step_quickly(tmp_path):
     assert rec["dry_run"] is True and rec["commit"] == "c" * 40
     assert rec["bench"] is None and rec["copy_bandwidth"] is None
     status = {s["step"]: s["status"] for s in rec["steps"]}
-    assert status == {"versions": "ok", "install": "skipped", "gputests": "ok",
+    assert status == {"versions": "ok", "install": "skipped", "smoke": "ok", "gputests": "ok",
                       "apitests": "ok", "copybw": "skipped", "bench": "skipped",
                       "sanitize": "skipped", "suite": "ok"}, rec["steps"]
     assert any("dry run" in w for w in rec["warnings"])
@@ -425,5 +425,30 @@ def test_steps_skipped_when_the_budget_is_spent(tmp_path):
                          env=_env(tmp_path, FASTCONV_GPU_BUDGET_S="25"))
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     rec = json.loads((out / "record.json").read_text())
-    assert [s["step"] for s in rec["steps"]] == ["versions", "install", "copybw", "bench"]
+    assert [s["step"] for s in rec["steps"]] == ["versions", "install", "smoke", "copybw", "bench"]
     assert all(s["status"] == "skipped" and "out of time" in s["note"] for s in rec["steps"])
+
+
+@pytest.mark.skipif(_gpu_visible(), reason="a GPU is visible here")
+def test_smoke_runs_each_gpu_implementation_or_says_why(tmp_path):
+    """Under the CUDA C emulator the cupy implementations really run (the same host code
+    as on a GPU); numba-cuda, without a GPU or the simulator, is reported unavailable."""
+    env = dict(os.environ, FASTCONV_CUPY_EMULATE="1", PYTHONWARNINGS="ignore")
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    out = tmp_path / "smoke.json"
+    run = subprocess.run([sys.executable, "-m", "fastconv.perf.gpu_record", "smoke", "--out",
+                          str(out)], capture_output=True, text=True, timeout=300, env=env,
+                         cwd=ROOT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    got = json.loads(out.read_text())
+    from fastconv import registry
+    want = {i.key for op in ("conv2d", "max_pool2d") for i in registry.implementations(op)
+            if registry.get_backend(i.backend).device == "cuda"}
+    assert set(got) == want
+    for key, res in got.items():
+        if "/cupy/" in key and "unavailable" not in res:
+            assert res.startswith("ok ("), (key, res)
+        if "/numba-cuda/" in key:
+            assert res.startswith("unavailable: "), (key, res)
+    if not any(res.startswith("ok") for res in got.values()):
+        pytest.skip("the CUDA C emulator is not usable here: " + str(got))

@@ -4,11 +4,12 @@
 # and the measured copy bandwidth; then record.json + summary.md.
 #
 # usage: bash tools/gpu_run.sh [--dry-run] [--out DIR] [GROUP|STEP ...]
-#   groups: tests = versions install gputests apitests sanitize suite
-#           bench = versions install copybw bench
-#           all   = versions install gputests apitests copybw bench sanitize suite (default)
-#   steps:  versions install gputests apitests sanitize copybw bench suite
-#           (versions and install always run first)
+#   groups: tests = versions install smoke gputests apitests sanitize suite
+#           bench = versions install smoke copybw bench
+#           all   = versions install smoke gputests apitests copybw bench sanitize suite
+#                   (the default)
+#   steps:  versions install smoke gputests apitests sanitize copybw bench suite
+#           (versions, install and smoke always run first)
 #   --dry-run  walk through the steps without a GPU: pytest only collects, the GPU-only
 #              parts are skipped with a message, pip is not run; the record says so.
 #
@@ -32,15 +33,15 @@ while (($#)); do
     --dry-run) DRY=1 ;;
     --out) OUTDIR=$2; shift ;;
     --out=*) OUTDIR=${1#--out=} ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
-    tests|bench|all|versions|install|gputests|apitests|sanitize|copybw|suite) REQ+=("$1") ;;
+    -h|--help) sed -n "2,/^set -u/p" "$0" | sed "$ d"; exit 0 ;;
+    tests|bench|all|versions|install|smoke|gputests|apitests|sanitize|copybw|suite) REQ+=("$1") ;;
     *) echo "gpu_run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 ((${#REQ[@]})) || REQ=(all)
 
-STEPS=(versions install)
+STEPS=(versions install smoke)
 for r in "${REQ[@]}"; do
   case "$r" in
     tests) STEPS+=(gputests apitests sanitize suite) ;;
@@ -90,7 +91,7 @@ DRYFLAG=(); ((DRY)) && DRYFLAG=(--dry-run)
 PT=("$PY" -m pytest -p no:cacheprovider -q -rfE)
 ((DRY)) && PT+=(--collect-only)
 if ! ((DRY)) && "$PY" -c "import pytest_timeout" 2>/dev/null; then
-  PT_TIMEOUT=(-p pytest_timeout --timeout=180)
+  PT_TIMEOUT=(--timeout=180)   # pytest-timeout loads itself (entry point)
 else
   PT_TIMEOUT=()
 fi
@@ -250,6 +251,10 @@ step_sanitize() {
   return $worst
 }
 
+step_smoke() {
+  timeout -k 5 "$1" "$PY" -m fastconv.perf.gpu_record smoke --out "$WORK/smoke.json"
+}
+
 step_copybw() {
   if ((DRY)); then
     log "dry run: would measure the device-to-device copy bandwidth (CuPy, CUDA events)"
@@ -299,6 +304,7 @@ for s in "${STEPS[@]}"; do
   case $s in
     versions) run_step versions 90 10 ;;
     install)  run_step install 120 10 ;;
+    smoke)    run_step smoke 90 10 ;;
     gputests) run_step gputests 240 30 ;;
     apitests) run_step apitests 150 30 ;;
     copybw)   run_step copybw 60 15 ;;

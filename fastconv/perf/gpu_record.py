@@ -15,6 +15,7 @@ Actions (``python -m fastconv.perf.gpu_record ACTION ...``)::
 
     assemble --work DIR --out DIR      (default) write record.json + summary.md
     versions --out FILE                versions, device, commit and tree hashes
+    smoke --out FILE                   each GPU implementation once, small, checked
     copybw --out FILE                  device-to-device copy bandwidth (CuPy, events)
     merge A.json B.json -o FILE.json   one record from a tests call and a bench call
     command [STEPS]                    the device command line, with this checkout's
@@ -39,7 +40,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-__all__ = ["git_tree_hash", "collect_versions", "parse_junit", "parse_sanitizer_log",
+__all__ = ["git_tree_hash", "collect_versions", "smoke", "parse_junit", "parse_sanitizer_log",
            "bench_figures", "assemble", "merge", "summary_markdown",
            "measure_copy_bandwidth", "TARGETS", "main"]
 
@@ -168,8 +169,10 @@ def collect_versions(root: str | None = None) -> dict:
          "platform": platform.platform()}
     errors = {}
     for name in ("numpy", "numba", "numba-cuda", "cupy-cuda13x", "cupy", "torch", "pytest",
-                 "pytest-benchmark", "pytest-xdist", "pytest-timeout",
-                 "nvidia-cuda-nvrtc", "nvidia-cudnn-cu13", "llvmlite"):
+                 "pytest-benchmark", "pytest-xdist", "pytest-timeout", "llvmlite",
+                 "nvidia-cuda-nvrtc", "nvidia-cuda-nvcc", "nvidia-nvjitlink",
+                 "nvidia-cudnn-cu13", "cuda-bindings", "cuda-core", "cuda-python",
+                 "cuda-toolkit"):
         ver = _dist_version(name)
         if ver:
             v[name] = ver
@@ -213,6 +216,11 @@ def collect_versions(root: str | None = None) -> dict:
         if ok:
             dev = cuda.get_current_device()
             device.setdefault("compute_capability", ".".join(map(str, dev.compute_capability)))
+            try:  # the NVVM numba-cuda compiles with: its PTX version must suit the driver
+                from numba.cuda.cudadrv import nvvm
+                v["numba_cuda_nvvm"] = ".".join(map(str, nvvm.NVVM().get_version()))
+            except Exception as exc:  # noqa: BLE001
+                errors["nvvm"] = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001
         errors["numba"] = f"{type(exc).__name__}: {exc}"
     if shutil.which("nvidia-smi"):
@@ -243,6 +251,53 @@ def collect_versions(root: str | None = None) -> dict:
     return {"versions": v, "device": device or None, "errors": errors, "backends": backends,
             "source": source_identity(root),
             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+# --------------------------------------------------------------------------
+# smoke: one small call per GPU implementation, before the long runs
+# --------------------------------------------------------------------------
+def smoke(seed: int = 0) -> dict:
+    """Each GPU implementation once on a small conv2d / max_pool2d against the float64
+    reference: ``ok`` with the first call's time (compilation included), else the error.
+
+    A broken toolchain (say NVVM's PTX too new for the driver) shows here in seconds.
+    """
+    import time
+    import numpy as np
+    import fastconv as fc
+    from fastconv import registry
+    from fastconv.testing import assert_close, assert_exact
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 8, 17, 19)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    ref = fc.conv2d(x.astype(np.float64), w.astype(np.float64), padding=1, backend="numpy")
+    ref_pool = fc.max_pool2d(x, 3, stride=2, padding=1, backend="numpy")
+    out = {}
+    for op in ("conv2d", "max_pool2d"):
+        for impl in registry.implementations(op):
+            be = registry.get_backend(impl.backend)
+            if be.device != "cuda":
+                continue
+            why = be.unavailable_reason()
+            if why is not None:
+                out[impl.key] = f"unavailable: {why}"
+                continue
+            t0 = time.perf_counter()
+            try:
+                if op == "conv2d":
+                    y = fc.conv2d(x, w, padding=1, backend=impl.backend,
+                                  algorithm=impl.algorithm)
+                    err = assert_close(y, ref, "float32", impl.key)
+                else:
+                    y = fc.max_pool2d(x, 3, stride=2, padding=1, backend=impl.backend)
+                    assert_exact(y, ref_pool, impl.key)
+                    err = 0.0
+                out[impl.key] = f"ok ({time.perf_counter() - t0:.2f} s first call, " \
+                                f"rel error {err:.1e})"
+            except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+                msg = str(exc).strip().splitlines()
+                out[impl.key] = f"{type(exc).__name__}: {msg[0][:400] if msg else ''}"
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -541,6 +596,7 @@ def assemble(work: str, dry_run: bool = False) -> dict:
         "steps": _read_steps(work),
         "tests": tests,
         "sanitizer": sanitizer,
+        "smoke": _load_json(os.path.join(work, "smoke.json")),
         "copy_bandwidth": copybw,
         "bench": bench,
     }
@@ -568,6 +624,9 @@ def _warnings(rec: dict) -> list:
         if be["device"] == "cuda" and not be["available"] and not rec.get("dry_run"):
             w.append(f"backend {be['name']} unavailable on the device ({be['reason']}): "
                      "its tests were skipped, not run")
+    for key, res in (rec.get("smoke") or {}).items():
+        if not res.startswith("ok") and not rec.get("dry_run"):
+            w.append(f"smoke {key}: {res[:200]}")
     for s in rec.get("steps", []):
         if s["status"] not in ("ok", "skipped"):
             w.append(f"step {s['step']}: {s['status']} (rc {s['rc']}) {s['note']}".rstrip())
@@ -589,7 +648,7 @@ def merge(records: list) -> dict:
         out["steps"] = out.get("steps", []) + r.get("steps", [])
         for key in ("tests", "sanitizer"):
             out[key] = dict(out.get(key) or {}, **(r.get(key) or {}))
-        for key in ("copy_bandwidth", "bench"):
+        for key in ("copy_bandwidth", "bench", "smoke"):
             if r.get(key):
                 out[key] = r[key]
         out["dry_run"] = bool(out.get("dry_run")) or bool(r.get("dry_run"))
@@ -633,6 +692,9 @@ def summary_markdown(rec: dict) -> str:
         for s in rec["steps"]:
             L.append(f"| {s['step']} | {s['status']} | {s['rc']} | {_fmt(s['seconds'], '.0f')} "
                      f"| {s['budget_s']} | {s['note']} |")
+    if rec.get("smoke"):
+        L += ["", "## Smoke (one small call each)", ""]
+        L += [f"- {k}: {r}" for k, r in rec["smoke"].items()]
     if rec.get("tests"):
         L += ["", "## Tests", "", "| run | file | passed | failed | errors | skipped |",
               "|---|---|---|---|---|---|"]
@@ -703,7 +765,7 @@ def device_command(steps: str = "tests", root: str | None = None) -> str:
 def main(argv=None) -> int:
     import argparse
     argv = list(sys.argv[1:] if argv is None else argv)
-    actions = ("assemble", "versions", "copybw", "merge", "command")
+    actions = ("assemble", "versions", "smoke", "copybw", "merge", "command")
     action = argv.pop(0) if argv and argv[0] in actions else "assemble"
     p = argparse.ArgumentParser(prog=f"python -m fastconv.perf.gpu_record {action}")
     if action == "assemble":
@@ -722,6 +784,14 @@ def main(argv=None) -> int:
         v = collect_versions()
         _write(v, a.out, None)
         print(json.dumps(v, indent=1, default=str))
+        return 0
+    if action == "smoke":
+        p.add_argument("--out", required=True)
+        a = p.parse_args(argv)
+        r = smoke()
+        _write(r, a.out, None)
+        for k, res in r.items():
+            print(f"smoke {k}: {res}")
         return 0
     if action == "copybw":
         p.add_argument("--out", required=True)
@@ -744,6 +814,11 @@ def main(argv=None) -> int:
         return 0
     p.add_argument("steps", nargs="*", default=["tests"])
     a = p.parse_args(argv)
+    dirty = _run(["git", "status", "--porcelain", "--", "kernels", "fastconv", "tests",
+                  "tools"], cwd=_root())
+    if dirty:
+        print("warning: uncommitted changes travel with the working tree and will be "
+              "measured (commit first, then run):\n" + dirty, file=sys.stderr)
     print(device_command(" ".join(a.steps)))
     return 0
 
