@@ -452,3 +452,70 @@ def test_smoke_runs_each_gpu_implementation_or_says_why(tmp_path):
             assert res.startswith("unavailable: "), (key, res)
     if not any(res.startswith("ok") for res in got.values()):
         pytest.skip("the CUDA C emulator is not usable here: " + str(got))
+
+
+FAKE_SMI = """#!/bin/sh
+case "$1" in
+  -L) echo "GPU 0: Fake Test GPU (UUID: GPU-00000000)";;
+  --query-gpu=*) echo "Fake Test GPU, 000.00, 9.0, 1 MiB, 1 MHz, 1 W";;
+  *) echo "fake nvidia-smi (a test stand-in, no GPU)";;
+esac
+"""
+FAKE_SANITIZER = """#!/bin/sh
+echo "fake-sanitizer $*" >> "$FAKE_LOG"
+while [ $# -gt 0 ]; do case "$1" in --*) shift 2;; *) break;; esac; done
+"$@"; rc=$?
+echo "========= ERROR SUMMARY: 0 errors"
+exit $rc
+"""
+FAKE_PY = """#!/bin/sh
+if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then echo "fake pip $*" >> "$FAKE_LOG"; exit 0; fi
+exec "{python}" "$@"
+"""
+
+
+@pytest.mark.skipif(_gpu_visible(), reason="a GPU is visible here")
+def test_full_path_with_stand_ins_for_the_gpu_tools(tmp_path):
+    """The non-dry code paths (pip, sanitizer command lines, the bench chunks, a failing
+    step) with stand-in nvidia-smi, compute-sanitizer and pip: the backends stay
+    unavailable, so every GPU test is skipped and the bench measures nothing."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for name, text in (("nvidia-smi", FAKE_SMI), ("compute-sanitizer", FAKE_SANITIZER),
+                       ("python-wrapper", FAKE_PY.format(python=sys.executable))):
+        (bin_ / name).write_text(text)
+        (bin_ / name).chmod(0o755)
+    log = tmp_path / "fake.log"
+    out = tmp_path / "out"
+    env = _env(tmp_path, PATH=f"{bin_}{os.pathsep}{os.environ['PATH']}", FAKE_LOG=str(log),
+               PYTHON=str(bin_ / "python-wrapper"),
+               FASTCONV_SAN_K_MEMCHECK="cupy and conv2d_matches_reference and nobias and direct",
+               FASTCONV_SAN_K_RACECHECK="numba-cuda and max_pool2d_exact")
+    run = subprocess.run(["bash", SCRIPT, "--out", str(out), "install", "gputests",
+                          "sanitize", "copybw", "bench"], capture_output=True, text=True,
+                         timeout=400, env=env)
+    text = run.stdout + run.stderr
+    assert run.returncode == 0, text[-4000:]
+    _check_out_folder(out)
+    rec = json.loads((out / "record.json").read_text())
+    assert rec["dry_run"] is False and rec["device"] == "Fake Test GPU"
+    status = {s["step"]: s["status"] for s in rec["steps"]}
+    assert status == {"versions": "ok", "install": "ok", "smoke": "ok", "gputests": "ok",
+                      "sanitize": "ok", "copybw": "failed", "bench": "ok"}, rec["steps"]
+    fake = log.read_text()
+    assert "fake pip -m pip install --no-deps --no-build-isolation -e ." in fake
+    assert "fake-sanitizer --tool memcheck --error-exitcode 86" in fake
+    assert "fake-sanitizer --tool racecheck" in fake
+    assert set(rec["sanitizer"]) == {"memcheck", "racecheck"}
+    assert rec["sanitizer"]["memcheck"]["errors"] == 0
+    assert any("skipped" in s or "passed" in s for s in rec["sanitizer"]["memcheck"]["summary"])
+    gpu = rec["tests"]["gpu"]["totals"]
+    assert gpu["skipped"] > 100 and gpu["failed"] == 0 and gpu["errors"] == 0
+    assert sorted(rec["bench"]["files"]) == ["bench-dwpool/results.json",
+                                             "bench-misc/results.json",
+                                             "bench-resnet50/results.json",
+                                             "bench-vgg/results.json"]
+    assert rec["bench"]["layers"] == []   # no GPU usable: nothing measured, nothing invented
+    assert rec["bench"]["checks"]["resnet50_geomean_cupy"]["pass"] is None
+    warn = " | ".join(rec["warnings"])
+    assert "step copybw: failed" in warn and "unavailable" in warn
