@@ -519,3 +519,56 @@ def test_full_path_with_stand_ins_for_the_gpu_tools(tmp_path):
     assert rec["bench"]["checks"]["resnet50_geomean_cupy"]["pass"] is None
     warn = " | ".join(rec["warnings"])
     assert "step copybw: failed" in warn and "unavailable" in warn
+
+
+def _fake_cupy():
+    """A NumPy stand-in for the few CuPy calls measure_copy_bandwidth makes."""
+    import ctypes
+    import types
+
+    import numpy as np
+
+    class Arr(np.ndarray):
+        @property
+        def data(self):
+            return types.SimpleNamespace(ptr=self.ctypes.data)
+
+    class Event:
+        def record(self, stream=None):
+            self.t = time.perf_counter()
+
+        def synchronize(self):
+            pass
+
+    stream = types.SimpleNamespace(ptr=0, synchronize=lambda: None)
+    rng = np.random.default_rng(0)
+
+    def kernel(*_a):
+        def run(x, y):
+            np.copyto(y, x)
+        return run
+
+    cp = types.SimpleNamespace(
+        float32=np.float32,
+        random=types.SimpleNamespace(standard_normal=lambda n, dtype: rng.standard_normal(
+            n, dtype=np.float64).astype(dtype).view(Arr)),
+        full=lambda n, v, dtype: np.full(n, v, dtype).view(Arr),
+        array_equal=np.array_equal, ElementwiseKernel=kernel)
+    cp.cuda = types.SimpleNamespace(
+        Event=Event, get_current_stream=lambda: stream,
+        get_elapsed_time=lambda a, b: (b.t - a.t) * 1e3,
+        runtime=types.SimpleNamespace(
+            memcpyDeviceToDevice=3,
+            memcpyAsync=lambda d, s, n, kind, st: ctypes.memmove(d, s, n)))
+    return cp
+
+
+def test_copy_bandwidth_logic_with_a_fake_cupy(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
+    r = gr.measure_copy_bandwidth(nbytes=1 << 20, warmup=1, repeat=5)
+    assert r["bytes_per_copy"] == 2 << 20 and r["repeat"] == 5
+    for name in ("copy_kernel", "memcpy_d2d"):
+        m = r[name]
+        assert m["min_s"] <= m["median_s"] <= m["max_s"]
+        assert m["gbs"] == pytest.approx((2 << 20) / m["median_s"] / 1e9)
+    assert r["copy_gbs"] == max(r["copy_kernel"]["gbs"], r["memcpy_d2d"]["gbs"])

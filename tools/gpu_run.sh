@@ -200,7 +200,9 @@ step_apitests() {
 # every other test file, those that touch the GPU backends or CUDA tools first
 SUITE_FIRST=(tests/test_cu_compile.py tests/test_numba_cuda_ptx.py tests/test_numba_cuda_sim.py
              tests/test_perf.py tests/test_backward.py tests/test_torch_modules.py)
-SUITE_DONE=" tests/test_backends.py tests/test_api.py tests/test_odd_values.py tests/test_fuzz.py tests/test_index_limits.py "
+SUITE_DONE=" tests/test_backends.py tests/test_api.py tests/test_odd_values.py tests/test_fuzz.py
+ tests/test_index_limits.py "
+SUITE_DONE=${SUITE_DONE//$'\n'/}
 
 step_suite() {
   local x=() files=() f
@@ -214,8 +216,13 @@ step_suite() {
   pytest_budget "$1" rest "${x[@]}" "${files[@]}"
 }
 
-SAN_K_MEMCHECK=${FASTCONV_SAN_K_MEMCHECK:-"(cupy or numba-cuda) and (conv2d_matches_reference or conv_transpose2d_matches_reference) and nobias or (cupy or numba-cuda) and (max_pool2d_exact or adaptive_max)"}
-SAN_K_RACECHECK=${FASTCONV_SAN_K_RACECHECK:-"(cupy or numba-cuda) and conv2d_matches_reference and nobias and not im2col"}
+GPU_K="(cupy or numba-cuda)"
+SAN_K_MEMCHECK=${FASTCONV_SAN_K_MEMCHECK:-"$GPU_K and (conv2d_matches_reference or
+ conv_transpose2d_matches_reference) and nobias or $GPU_K and (max_pool2d_exact or adaptive_max)"}
+SAN_K_MEMCHECK=${SAN_K_MEMCHECK//$'\n'/}
+SAN_K_RACECHECK=${FASTCONV_SAN_K_RACECHECK:-"$GPU_K and conv2d_matches_reference and nobias and
+ not im2col"}
+SAN_K_RACECHECK=${SAN_K_RACECHECK//$'\n'/}
 
 step_sanitize() {
   local san
@@ -238,7 +245,11 @@ step_sanitize() {
     >"$WORK/gpu_san_plugin.py"
   local b=$1 worst=0 rc tool k tb
   for tool in memcheck racecheck; do
-    if [[ $tool == memcheck ]]; then k=$SAN_K_MEMCHECK; tb=$((b * 3 / 5)); else k=$SAN_K_RACECHECK; tb=$((b - b * 3 / 5)); fi
+    if [[ $tool == memcheck ]]; then
+      k=$SAN_K_MEMCHECK; tb=$((b * 3 / 5))
+    else
+      k=$SAN_K_RACECHECK; tb=$((b - b * 3 / 5))
+    fi
     log "compute-sanitizer --tool $tool (${tb}s): -k \"$k\""
     PYTHONPATH="$WORK${PYTHONPATH:+:$PYTHONPATH}" timeout -k 15 -s INT "$tb" "$san" \
       --tool "$tool" --error-exitcode 86 --print-limit 30 \

@@ -690,8 +690,8 @@ def summary_markdown(rec: dict) -> str:
         L += ["", "## Steps", "", "| step | status | rc | s | budget s | note |",
               "|---|---|---|---|---|---|"]
         for s in rec["steps"]:
-            L.append(f"| {s['step']} | {s['status']} | {s['rc']} | {_fmt(s['seconds'], '.0f')} "
-                     f"| {s['budget_s']} | {s['note']} |")
+            L.append(f"| {s['step']} | {s['status']} | {_fmt(s['rc'], 'd')} "
+                     f"| {_fmt(s['seconds'], '.0f')} | {s['budget_s']} | {s['note']} |")
     if rec.get("smoke"):
         L += ["", "## Smoke (one small call each)", ""]
         L += [f"- {k}: {r}" for k, r in rec["smoke"].items()]
