@@ -572,3 +572,11 @@ def test_copy_bandwidth_logic_with_a_fake_cupy(monkeypatch):
         assert m["min_s"] <= m["median_s"] <= m["max_s"]
         assert m["gbs"] == pytest.approx((2 << 20) / m["median_s"] / 1e9)
     assert r["copy_gbs"] == max(r["copy_kernel"]["gbs"], r["memcpy_d2d"]["gbs"])
+
+
+def test_merge_numbers_the_calls(tmp_path):
+    w = _work(tmp_path)
+    a, b = gr.assemble(str(w)), gr.assemble(str(w))
+    m = gr.merge([a, b])
+    assert [s["call"] for s in m["steps"]] == [1, 1, 1, 2, 2, 2]
+    assert "call" not in a["steps"][0]

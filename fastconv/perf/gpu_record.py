@@ -640,12 +640,13 @@ def merge(records: list) -> dict:
     """One record from several calls (say ``tests`` then ``bench``) of the same commit."""
     out = dict(records[0])
     out["merged_from"] = [r.get("date") for r in records]
-    for r in records[1:]:
+    out["steps"] = [dict(s, call=1) for s in out.get("steps", [])]
+    for i, r in enumerate(records[1:], 2):
         for key in ("commit", "kernels_tree", "device"):
             if r.get(key) and out.get(key) and r[key] != out[key]:
                 out.setdefault("warnings", []).append(
                     f"merge: {key} differs between calls ({out[key]} vs {r[key]})")
-        out["steps"] = out.get("steps", []) + r.get("steps", [])
+        out["steps"] = out["steps"] + [dict(s, call=i) for s in r.get("steps", [])]
         for key in ("tests", "sanitizer"):
             out[key] = dict(out.get(key) or {}, **(r.get(key) or {}))
         for key in ("copy_bandwidth", "bench", "smoke"):
