@@ -475,11 +475,6 @@ class KnownIssue(Unsupported):
 #: Each has a strict-xfail reproducer in the tests, which fails (XPASS) once
 #: the bug is fixed, as a reminder to delete the entry here.
 KNOWN_ISSUES = {
-    "avg_pool2d/numba/direct": (
-        lambda case: case.dtype == "float32" and case.values == "special",
-        "float32 windows holding +-Inf give NaN instead of +-Inf (fastmath=True on "
-        "kernels/cpu_pool.py avg_pool2d_rows: the refined reciprocal division computes "
-        "Inf - Inf)"),
 }
 
 

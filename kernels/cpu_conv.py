@@ -60,6 +60,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+#: LLVM fast-math flags that let reductions vectorize into FMAs (reassociation,
+#: contraction, no signed zeros) without assuming there are no NaNs or Infs:
+#: ``fastmath=FASTMATH`` would add nnan/ninf/arcp/afn, under which NaN and Inf no
+#: longer propagate as in PyTorch (an Inf in an avg-pool window came out NaN).
+FASTMATH = {"reassoc", "contract", "nsz"}
+
 __all__ = ["padding_index_map", "conv2d_direct", "conv2d_plane_direct", "pad_planes",
            "wide_cols", "uncol_wide", "conv2d_direct_flat", "im2col_fill", "conv_transpose2d_direct",
            "col2im_add", "add_bias", "fill_bias"]
@@ -172,7 +178,7 @@ def _acc1(o0, row, a0, off, sw, wo):
             o0[ox] += a0 * r[ox]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def conv2d_direct(x, w, b, has_bias, out, rmap, cmap, pl, sh, sw, dh, dw, groups,
                   rows_per_task, nworkers, scratch):
     """Register-blocked direct convolution (version 1 of the header); writes ``out``.
@@ -238,7 +244,7 @@ def conv2d_direct(x, w, b, has_bias, out, rmap, cmap, pl, sh, sw, dh, dw, groups
                                 k += 1
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def conv2d_plane_direct(x, w, b, out, rmap, cmap, pl, dh, dw, rows_per_task, nworkers,
                         scratch):
     """Depthwise / single-channel direct convolution, stride 1, any padding mode (version 5).
@@ -401,7 +407,7 @@ def _acc2_k5(o0, o1, row, wa, wb, dw, n):
         o1[q] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def conv2d_direct_flat(x, w, b, out, rmap, cmap, pl, dh, dw, groups, nworkers, pad_scr,
                        acc_scr):
     """Direct convolution at stride 1 for small planes, on flattened padded planes (version 7).
@@ -556,7 +562,7 @@ def uncol_wide(res, out, n0, nb, o0, wp, y0, y1):
                 dst[q] = src[q]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def conv_transpose2d_direct(x, w, b, has_bias, out, sh, sw, ph, pw, dh, dw, groups,
                             rows_per_task):
     """Gather-form transposed convolution (version 3); writes ``out``.
@@ -629,7 +635,7 @@ def _scatter_scalar(orow, crow, ix0, ix1, sw, base):
         orow[ix * sw + base] += crow[ix]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def col2im_add(cols, out, n0, nb, o0, og, kh, kw, iy0, iy1, w_in, sh, sw, ph, pw, dh, dw):
     """out[n, o0+o, iy*sh - ph + i*dh, ix*sw - pw + j*dw] += cols[(o,i,j), col(n, iy, ix)].
 

@@ -32,6 +32,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+#: LLVM fast-math flags that let reductions vectorize into FMAs (reassociation,
+#: contraction, no signed zeros) without assuming there are no NaNs or Infs:
+#: ``fastmath=FASTMATH`` would add nnan/ninf/arcp/afn, under which NaN and Inf no
+#: longer propagate as in PyTorch (an Inf in an avg-pool window came out NaN).
+FASTMATH = {"reassoc", "contract", "nsz"}
+
 __all__ = ["max_pool2d_rows", "avg_pool2d_rows", "adaptive_avg_pool2d_planes",
            "adaptive_max_pool2d_planes"]
 
@@ -296,7 +302,7 @@ def max_pool2d_rows(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw):
                             _max_update(om, _tap_view(src, lo, hi, sw, off))
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def avg_pool2d_rows(x, out, divisor, kh, kw, sh, sw, ph, pw):
     """out = (sum of in-bounds taps) / divisor[oy, ox]; divisor: (Ho, Wo) in x's dtype."""
     n_img, ch, h, w_in = x.shape
@@ -338,7 +344,7 @@ def avg_pool2d_rows(x, out, divisor, kh, kw, sh, sw, ph, pw):
                 orow[ox] = orow[ox] / drow[ox]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
 def adaptive_avg_pool2d_planes(x, out):
     """Adaptive average pooling, one task per (n, c) plane.
 

@@ -54,11 +54,6 @@ def _t(a):
 #: Reported deviations from PyTorch: (implementation key, test variant) -> what.
 #: Marked strict xfail: once fixed, the XPASS fails and the entry must go.
 KNOWN = {
-    ("conv2d/numba/direct", "weight"): (
-        "with C_in/groups >= 2, zero-padded rows are skipped, so an Inf/NaN weight tap on a "
-        "padded row gives a finite output (e.g. 8.0) where PyTorch (and the reference) "
-        "compute 0 * Inf = NaN"),
-    ("avg_pool2d/numba/direct", "float32"): fuzz.KNOWN_ISSUES["avg_pool2d/numba/direct"][1],
 }
 
 
