@@ -5,18 +5,35 @@ module recognises an array's kind without importing its library, moves it
 to the kind a backend computes on (zero-copy between device kinds through
 ``__cuda_array_interface__``), and moves the result back.
 
-Kinds: ``"numpy"``, ``"torch-cpu"`` (host), ``"cupy"``, ``"numba"``,
-``"torch-cuda"`` (device).
+Kinds: ``"numpy"``, ``"torch-cpu"``, ``"dlpack-cpu"`` (host), ``"cupy"``,
+``"numba"``, ``"torch-cuda"``, ``"dlpack-cuda"`` (device).  The DLPack kinds
+cover any other array library that exports ``__dlpack__`` (JAX, for one) and
+can import a DLPack capsule back (``jax.numpy.from_dlpack``, or a
+``from_dlpack`` function at the top of the library's package).
 """
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
 __all__ = ["kind_of", "is_device_kind", "dtype_of", "shape_of", "to_native", "from_native",
-           "add_batch_axis", "dtypes_of"]
+           "add_batch_axis", "dtypes_of",
+           "dlpack_importer"]
 
-HOST_KINDS = ("numpy", "torch-cpu")
-DEVICE_KINDS = ("cupy", "numba", "torch-cuda")
+HOST_KINDS = ("numpy", "torch-cpu", "dlpack-cpu")
+DEVICE_KINDS = ("cupy", "numba", "torch-cuda", "dlpack-cuda")
+
+_DLPACK_CPU, _DLPACK_CUDA = 1, 2  # DLDeviceType codes (kDLCPU, kDLCUDA)
+
+
+def dlpack_importer(like):
+    """The function that turns a DLPack exporter back into ``like``'s array type, or None."""
+    top = (type(like).__module__ or "").split(".")[0]
+    if top in ("jax", "jaxlib"):
+        import jax.numpy as jnp
+        return jnp.from_dlpack
+    return getattr(sys.modules.get(top), "from_dlpack", None)
 
 
 def kind_of(x, op: str = "fastconv", name: str = "input") -> str:
@@ -30,8 +47,13 @@ def kind_of(x, op: str = "fastconv", name: str = "input") -> str:
         return "cupy"
     if mod.startswith("numba") and hasattr(x, "copy_to_host"):
         return "numba"
-    raise TypeError(f"{op}: {name} must be a NumPy, CuPy, Numba device or PyTorch array, "
-                    f"got {type(x).__module__}.{type(x).__name__}")
+    if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
+        device = x.__dlpack_device__()[0]
+        if device in (_DLPACK_CPU, _DLPACK_CUDA) and dlpack_importer(x) is not None:
+            return "dlpack-cpu" if device == _DLPACK_CPU else "dlpack-cuda"
+    raise TypeError(f"{op}: {name} must be a NumPy, CuPy, Numba device, PyTorch or DLPack "
+                    f"(e.g. JAX) array on the CPU or a CUDA device, got "
+                    f"{type(x).__module__}.{type(x).__name__}")
 
 
 def is_device_kind(kind: str) -> bool:
@@ -40,6 +62,11 @@ def is_device_kind(kind: str) -> bool:
 
 def dtype_of(x, kind: str) -> np.dtype:
     """The NumPy dtype of ``x`` (TypeError for dtypes NumPy cannot name)."""
+    if kind.startswith("dlpack"):
+        try:
+            return np.dtype(x.dtype)
+        except TypeError:
+            return np.dtype("V")  # a dtype NumPy cannot name: rejected as unsupported
     if kind.startswith("torch"):
         name = str(x.dtype).replace("torch.", "")
         try:
@@ -89,6 +116,11 @@ def _to_numpy(x, kind):
         return x.copy_to_host()
     if kind == "torch-cuda":
         return x.detach().cpu().numpy()
+    if kind == "dlpack-cpu":
+        return np.from_dlpack(x)  # zero-copy
+    if kind == "dlpack-cuda":
+        import cupy
+        return cupy.from_dlpack(x).get()
     raise AssertionError(kind)
 
 
@@ -100,6 +132,8 @@ def _to_cupy(x, kind):
         return cupy.asarray(_to_numpy(x, kind))
     if kind == "torch-cuda":
         x = x.detach()
+    if kind == "dlpack-cuda":
+        return cupy.from_dlpack(x)  # no copy
     return cupy.asarray(x)  # __cuda_array_interface__: no copy
 
 
@@ -111,6 +145,8 @@ def _to_numba(x, kind):
         return cuda.to_device(np.ascontiguousarray(_to_numpy(x, kind)))
     if kind == "torch-cuda":
         x = x.detach()
+    if kind == "dlpack-cuda":
+        return cuda.as_cuda_array(_to_cupy(x, kind))
     return cuda.as_cuda_array(x)
 
 
@@ -149,6 +185,11 @@ def from_native(y, native: str, kind: str, like=None):
         if native == "numpy":
             return cuda.to_device(y)
         return y if native == "numba" else cuda.as_cuda_array(y)
+    if kind in ("dlpack-cpu", "dlpack-cuda"):
+        side = "numpy" if kind == "dlpack-cpu" else "cupy"
+        native_side = y if native == side else from_native(y, native, side)
+        return dlpack_importer(like)(np.ascontiguousarray(native_side) if side == "numpy"
+                                     else native_side)
     if kind == "torch-cuda":
         import torch
         device = like.device if like is not None else "cuda"
