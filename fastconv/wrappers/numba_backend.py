@@ -55,6 +55,7 @@ from collections import Counter
 import numpy as np
 
 from .. import reference
+from ..memory import allocate
 from ..registry import Backend, register, register_backend, register_chooser
 
 __all__ = ["IM2COL_WORKSPACE_BYTES", "im2col_chunk", "wide_im2col_images", "wide_rows_per_block", "conv_transpose2d_chunk", "choose_conv2d", "choose_conv_transpose2d",
@@ -196,7 +197,7 @@ def _workspace(name: str, shape, dtype) -> np.ndarray:
     key = (name, np.dtype(dtype).str)
     buf = bufs.get(key)
     if buf is None or buf.size < size:
-        buf = np.empty(max(size, 1), dtype=dtype)
+        buf = allocate((max(size, 1),), dtype, f"{name} workspace")
         bufs[key] = buf
     return buf[:size].reshape(shape)
 
@@ -250,7 +251,7 @@ def conv2d_direct(x, weight, bias, p):
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(weight)
     b, has_bias = _bias_or_dummy(bias, p.c_out, x.dtype)
-    out = np.empty(p.output_shape, dtype=x.dtype)
+    out = allocate(p.output_shape, x.dtype, f"{p.op} output")
     threads = _threads()
     rmap, cmap = _maps(p)
     if _is_plane_case(p) and not (_is_flat_case(p) and p.c_out // p.groups >= 2):
@@ -363,7 +364,7 @@ def _is_pointwise(p) -> bool:
 def conv2d_im2col(x, weight, bias, p):
     k = _conv()
     x = np.ascontiguousarray(x)
-    out = np.empty(p.output_shape, dtype=x.dtype)
+    out = allocate(p.output_shape, x.dtype, f"{p.op} output")
     g, cg, og = p.groups, p.c_in // p.groups, p.c_out // p.groups
     if _is_pointwise(p):
         PATH_COUNTS["conv2d/im2col/1x1"] += 1
@@ -475,7 +476,7 @@ def conv_transpose2d_direct(x, weight, bias, p):
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(weight)
     b, has_bias = _bias_or_dummy(bias, p.c_out, x.dtype)
-    out = np.empty(p.output_shape, dtype=x.dtype)
+    out = allocate(p.output_shape, x.dtype, f"{p.op} output")
     rows = _row_blocks(p.h_out, p.n * p.c_out, _threads())
     PATH_COUNTS["conv_transpose2d/direct"] += 1
     with _parallel_region():
@@ -493,7 +494,7 @@ def conv_transpose2d_gemm(x, weight, bias, p):
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(weight)
     b, has_bias = _bias_or_dummy(bias, p.c_out, x.dtype)
-    out = np.empty(p.output_shape, dtype=x.dtype)
+    out = allocate(p.output_shape, x.dtype, f"{p.op} output")
     g, cg, og = p.groups, p.c_in // p.groups, p.c_out // p.groups
     kk = og * p.kh * p.kw
     # wt[g]: (C_in/G, C_out/G*kh*kw); its transpose is the GEMM's left operand
@@ -559,8 +560,8 @@ def choose_conv_transpose2d(p) -> str:
 def max_pool2d(x, p):
     k = _pool()
     x = np.ascontiguousarray(x)
-    out = np.empty(p.output_shape, dtype=x.dtype)
-    idx = (np.empty(p.output_shape, dtype=np.int64) if p.return_indices
+    out = allocate(p.output_shape, x.dtype, f"{p.op} output")
+    idx = (allocate(p.output_shape, np.int64, f"{p.op} indices") if p.return_indices
            else np.empty((1, 1, 1, 1), dtype=np.int64))
     with _parallel_region():
         k.max_pool2d_rows(x, out, idx, p.return_indices, p.kernel[0], p.kernel[1],
@@ -574,7 +575,7 @@ def max_pool2d(x, p):
 def avg_pool2d(x, p):
     k = _pool()
     x = np.ascontiguousarray(x)
-    out = np.empty(p.output_shape, dtype=x.dtype)
+    out = allocate(p.output_shape, x.dtype, f"{p.op} output")
     # integer-valued divisors are exact in float32 (< 2**24): divide in x's dtype
     divisor = np.ascontiguousarray(reference.avg_divisors(p), dtype=x.dtype)
     with _parallel_region():
@@ -588,7 +589,7 @@ def avg_pool2d(x, p):
 def adaptive_avg_pool2d(x, p):
     k = _pool()
     x = np.ascontiguousarray(x)
-    out = np.empty(p.output_shape, dtype=x.dtype)
+    out = allocate(p.output_shape, x.dtype, f"{p.op} output")
     with _parallel_region():
         k.adaptive_avg_pool2d_planes(x, out)
     return out
@@ -599,8 +600,8 @@ def adaptive_avg_pool2d(x, p):
 def adaptive_max_pool2d(x, p):
     k = _pool()
     x = np.ascontiguousarray(x)
-    out = np.empty(p.output_shape, dtype=x.dtype)
-    idx = (np.empty(p.output_shape, dtype=np.int64) if p.return_indices
+    out = allocate(p.output_shape, x.dtype, f"{p.op} output")
+    idx = (allocate(p.output_shape, np.int64, f"{p.op} indices") if p.return_indices
            else np.empty((1, 1, 1, 1), dtype=np.int64))
     with _parallel_region():
         k.adaptive_max_pool2d_planes(x, out, idx, p.return_indices)
