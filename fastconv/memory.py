@@ -31,7 +31,7 @@ import math
 import numpy as np
 
 __all__ = ["AllocationError", "allocate", "check_allocation", "nbytes", "available_bytes",
-           "format_bytes"]
+           "format_bytes", "contiguous"]
 
 
 class AllocationError(MemoryError):
@@ -114,3 +114,16 @@ def allocate(shape, dtype, what: str, *, zero: bool = False, limit: int | None =
             from None
     except ValueError as exc:  # "array is too big" and friends
         raise AllocationError(what, shape, dtype, size, str(exc)) from None
+
+
+def contiguous(a: np.ndarray, what: str) -> np.ndarray:
+    """``a`` itself if C-contiguous, else a C-contiguous copy made through :func:`allocate`.
+
+    A strided or zero-stride view (``np.broadcast_to``) can stand for far more
+    memory than it holds; copying it then fails with a message naming ``what``.
+    """
+    if a.flags.c_contiguous:
+        return a
+    out = allocate(a.shape, a.dtype, what)
+    np.copyto(out, a)
+    return out

@@ -281,4 +281,5 @@ def test_impossible_size_is_a_memory_error_not_a_crash(impl):
     msg = run.stdout
     assert any(u in msg for u in ("TiB", "GiB", "bytes")), f"{impl.key}: no size in {msg!r}"
     if impl.backend == "numba":  # allocates through fastconv.memory.allocate: says what
-        assert f"{impl.op} output" in msg or "workspace" in msg, msg
+        assert any(f"{impl.op} {what}" in msg for what in ("output", "input", "indices")) \
+            or "workspace" in msg, msg

@@ -55,7 +55,7 @@ from collections import Counter
 import numpy as np
 
 from .. import reference
-from ..memory import allocate
+from ..memory import allocate, contiguous
 from ..registry import Backend, register, register_backend, register_chooser
 
 __all__ = ["IM2COL_WORKSPACE_BYTES", "im2col_chunk", "wide_im2col_images", "wide_rows_per_block", "conv_transpose2d_chunk", "choose_conv2d", "choose_conv_transpose2d",
@@ -248,8 +248,8 @@ def _is_flat_case(p) -> bool:
           "rows and fuse all 9 taps of a 3x3")
 def conv2d_direct(x, weight, bias, p):
     k = _conv()
-    x = np.ascontiguousarray(x)
-    w = np.ascontiguousarray(weight)
+    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
+    w = contiguous(weight, f"{p.op} weight (C-contiguous copy)")
     b, has_bias = _bias_or_dummy(bias, p.c_out, x.dtype)
     out = allocate(p.output_shape, x.dtype, f"{p.op} output")
     threads = _threads()
@@ -363,7 +363,7 @@ def _is_pointwise(p) -> bool:
           "1x1 stride-1 convolutions go straight to GEMM; bias folded into the GEMM")
 def conv2d_im2col(x, weight, bias, p):
     k = _conv()
-    x = np.ascontiguousarray(x)
+    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
     out = allocate(p.output_shape, x.dtype, f"{p.op} output")
     g, cg, og = p.groups, p.c_in // p.groups, p.c_out // p.groups
     if _is_pointwise(p):
@@ -473,8 +473,8 @@ def choose_conv2d(p) -> str:
           "atomics, deterministic, no workspace; parallel over (image, channel, row block)")
 def conv_transpose2d_direct(x, weight, bias, p):
     k = _conv()
-    x = np.ascontiguousarray(x)
-    w = np.ascontiguousarray(weight)
+    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
+    w = contiguous(weight, f"{p.op} weight (C-contiguous copy)")
     b, has_bias = _bias_or_dummy(bias, p.c_out, x.dtype)
     out = allocate(p.output_shape, x.dtype, f"{p.op} output")
     rows = _row_blocks(p.h_out, p.n * p.c_out, _threads())
@@ -491,8 +491,8 @@ def conv_transpose2d_direct(x, weight, bias, p):
           "deterministic col2im (one task per output plane)")
 def conv_transpose2d_gemm(x, weight, bias, p):
     k = _conv()
-    x = np.ascontiguousarray(x)
-    w = np.ascontiguousarray(weight)
+    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
+    w = contiguous(weight, f"{p.op} weight (C-contiguous copy)")
     b, has_bias = _bias_or_dummy(bias, p.c_out, x.dtype)
     out = allocate(p.output_shape, x.dtype, f"{p.op} output")
     g, cg, og = p.groups, p.c_in // p.groups, p.c_out // p.groups
@@ -559,7 +559,7 @@ def choose_conv_transpose2d(p) -> str:
           "row-vectorized max pooling with PyTorch's NaN/tie/index rule, parallel over planes")
 def max_pool2d(x, p):
     k = _pool()
-    x = np.ascontiguousarray(x)
+    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
     out = allocate(p.output_shape, x.dtype, f"{p.op} output")
     idx = (allocate(p.output_shape, np.int64, f"{p.op} indices") if p.return_indices
            else np.empty((1, 1, 1, 1), dtype=np.int64))
@@ -574,7 +574,7 @@ def max_pool2d(x, p):
           "row-vectorized average pooling (ATen divisor rule), parallel over planes")
 def avg_pool2d(x, p):
     k = _pool()
-    x = np.ascontiguousarray(x)
+    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
     out = allocate(p.output_shape, x.dtype, f"{p.op} output")
     # integer-valued divisors are exact in float32 (< 2**24): divide in x's dtype
     divisor = np.ascontiguousarray(reference.avg_divisors(p), dtype=x.dtype)
@@ -588,7 +588,7 @@ def avg_pool2d(x, p):
           "adaptive average pooling, one task per (n, c) plane")
 def adaptive_avg_pool2d(x, p):
     k = _pool()
-    x = np.ascontiguousarray(x)
+    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
     out = allocate(p.output_shape, x.dtype, f"{p.op} output")
     with _parallel_region():
         k.adaptive_avg_pool2d_planes(x, out)
@@ -599,7 +599,7 @@ def adaptive_avg_pool2d(x, p):
           "adaptive max pooling with PyTorch's NaN/tie/index rule, one task per plane")
 def adaptive_max_pool2d(x, p):
     k = _pool()
-    x = np.ascontiguousarray(x)
+    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
     out = allocate(p.output_shape, x.dtype, f"{p.op} output")
     idx = (allocate(p.output_shape, np.int64, f"{p.op} indices") if p.return_indices
            else np.empty((1, 1, 1, 1), dtype=np.int64))
