@@ -54,6 +54,18 @@ Versions:
    the same "wide" trick: each tap is one long pass over the flattened
    padded plane (2 output channels per pass, 3/5 taps fused), for layers
    whose rows are too short for version 1 (LeNet: Wo = 28, 10).
+8. col2im_phase_planes: col2im for stride > 1 through stride-phase planes
+   (the "sub-pixel" view of a transposed convolution): output pixel
+   (qy*sh + ry, qx*sw + rx) is element (qy, qx) of phase plane (ry, rx).
+   The GEMM runs on x zero-padded to rows of ``bw`` (>= W) columns and each
+   phase plane has rows of the same ``bw``, so every tap (i, j) of an image
+   is ONE contiguous add of ~H*bw elements (vectorized, no clipping: taps
+   outside the output land in a halo) instead of kh*H short interleaved
+   read-modify-writes (version 4 ran at ~1.3 G adds/s on one core on the
+   DCGAN-like layer, W = 28).  The output is then written once, phase rows
+   interleaved, bias included (no fill pass, no output read).
+   Work: Og*kh*kw*H*bw adds per image; bytes: columns read once, output
+   written once; scratch per worker sh*sw*BH*bw (a few KiB to ~1 MiB).
 """
 from __future__ import annotations
 
@@ -68,7 +80,7 @@ FASTMATH = {"reassoc", "contract", "nsz"}
 
 __all__ = ["padding_index_map", "conv2d_direct", "conv2d_plane_direct", "pad_planes",
            "wide_cols", "uncol_wide", "conv2d_direct_flat", "im2col_fill", "conv_transpose2d_direct",
-           "col2im_add", "add_bias", "fill_bias"]
+           "col2im_add", "phase_geometry", "col2im_phase_planes", "add_bias", "fill_bias"]
 
 
 def padding_index_map(size: int, lo: int, hi: int, mode: str) -> np.ndarray:
@@ -697,6 +709,78 @@ def col2im_add(cols, out, n0, nb, o0, og, kh, kw, iy0, iy1, w_in, sh, sw, ph, pw
                             for q in range(ix1 - ix0):
                                 ods[q] += cs[q]
                     j += 1
+
+
+def phase_geometry(k, d, p, s, size_in, size_out):
+    """Stride-phase layout along one axis for :func:`col2im_phase_planes`.
+
+    Tap ``i`` sends input ``iy`` to ``oy = iy*s + i*d - p = (iy + qo_i)*s + r_i``
+    with ``r_i = (i*d - p) mod s``.  Returns ``(lo, length)``: phase position
+    ``q`` is stored at ``q + lo``; ``length`` holds every tap's input range and
+    every output position (``lo + max qo + size_in`` and ``lo + ceil(size_out/s)``).
+    """
+    qo = [(i * d - p - ((i * d - p) % s)) // s for i in range(k)]
+    lo = max(0, -min(qo))
+    return lo, max(lo + max(qo) + size_in, lo + -(-size_out // s))
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def col2im_phase_planes(cols, out, b, has_bias, n0, nb, o0, og, kh, kw, h_in, bw, sh, sw,
+                        ph, pw, dh, dw, lo_y, lo_x, nworkers, scratch):
+    """out[n0:n0+nb, o0:o0+og] = b + col2im(cols) through stride-phase planes (version 8).
+
+    ``cols``: (Og*kh*kw, nb*h_in*bw), its columns the input pixels of rows
+    ``bw`` wide (input columns >= W are zeros: the GEMM ran on a zero-padded
+    copy of x).  Output pixel ``(oy, ox) = (qy*sh + ry, qx*sw + rx)`` lives in
+    phase plane ``ry*sw + rx`` of ``scratch[slot]`` at flat position
+    ``(qy + lo_y)*bw + qx + lo_x``.  Phase planes have the same row length
+    ``bw`` as the columns, so tap (i, j) of one image is ONE contiguous add of
+    ``(h_in-1)*bw + W`` elements at a constant offset (no clipping: taps that
+    fall outside the output land in the halo, pad columns add zeros).  Then
+    each output row is written once, interleaving its ``sw`` phase rows
+    (no read-modify-write of the output, no separate bias fill).
+    Tasks: output planes (n, o) dealt round-robin to ``nworkers`` slots;
+    deterministic (fixed tap order).
+    """
+    ho, wo = out.shape[2], out.shape[3]
+    plen = scratch.shape[2]
+    run = (h_in - 1) * bw
+    total = nb * og
+    for s in prange(nworkers):
+        buf = scratch[s]
+        for t in range(s, total, nworkers):
+            nn = t // og
+            o = t % og
+            bv = b[o0 + o] if has_bias else 0.0
+            for f in range(sh * sw):
+                pf = buf[f]
+                for q in range(plen):
+                    pf[q] = bv
+            c0 = nn * h_in * bw
+            for i in range(kh):
+                by = i * dh - ph
+                ry = by % sh
+                dy = (by - ry) // sh + lo_y
+                for j in range(kw):
+                    bx = j * dw - pw
+                    rx = bx % sw
+                    d0 = dy * bw + (bx - rx) // sw + lo_x
+                    k = (o * kh + i) * kw + j
+                    dst = buf[ry * sw + rx, d0:d0 + run + bw]
+                    src = cols[k, c0:c0 + run + bw]
+                    # dst may be shorter only by trailing pad columns (zeros)
+                    for q in range(min(dst.shape[0], src.shape[0])):
+                        dst[q] += src[q]
+            plane = out[n0 + nn, o0 + o]
+            for oy in range(ho):
+                ry = oy % sh
+                r0 = (oy // sh + lo_y) * bw + lo_x
+                orow = plane[oy]
+                for rx in range(min(sw, wo)):
+                    dst = orow[rx:wo:sw]
+                    prow = buf[ry * sw + rx, r0:r0 + dst.shape[0]]
+                    for q in range(dst.shape[0]):
+                        dst[q] = prow[q]
 
 
 @njit(parallel=True, cache=True)

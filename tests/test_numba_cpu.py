@@ -131,6 +131,53 @@ def test_conv_transpose2d_gemm_workspace_cap(monkeypatch, rng):
     assert bufs[("col2im", np.dtype(np.float32).str)].nbytes <= nb.IM2COL_WORKSPACE_BYTES
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("xs, ws, kw", [
+    ((2, 64, 28, 28), (64, 32, 4, 4), {"stride": 2, "padding": 1}),          # DCGAN-like
+    ((2, 6, 7, 9), (6, 4, 3, 3), {"stride": 2, "padding": 1, "output_padding": 1}),
+    ((2, 6, 7, 9), (6, 2, 3, 3), {"stride": (3, 2), "padding": (0, 2), "output_padding": (1, 0),
+                                  "dilation": (2, 1), "groups": 2}),
+    ((1, 4, 5, 5), (4, 3, 5, 5), {"stride": 3, "padding": 2, "output_padding": 2,
+                                  "dilation": 2, "groups": 2}),
+    ((3, 3, 1, 1), (3, 3, 2, 2), {"stride": 2}),                             # 1x1 input
+    ((2, 4, 6, 5), (4, 4, 1, 1), {"stride": 2, "output_padding": 1}),        # 1x1 kernel
+    ((1, 2, 4, 4), (2, 2, 2, 2), {"stride": 4, "padding": 3}),               # stride > kernel
+    ((2, 5, 3, 11), (5, 3, 4, 2), {"stride": (1, 3), "padding": (1, 0)}),    # stride 1 rows
+])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_conv_transpose2d_phase_col2im(rng, dtype, xs, ws, kw, with_bias):
+    """Stride > 1: the GEMM path's col2im runs through stride-phase planes (kernel v8)."""
+    x = random_array(rng, xs, dtype)
+    w = random_array(rng, ws, dtype)
+    g = kw.get("groups", 1)
+    b = random_array(rng, (ws[1] * g,), dtype) if with_bias else None
+    before = nb.PATH_COUNTS["conv_transpose2d/gemm/phase"]
+    out = fc.conv_transpose2d(x, w, b, backend="numba", algorithm="gemm", **kw)
+    assert nb.PATH_COUNTS["conv_transpose2d/gemm/phase"] == before + 1
+    ref = fc.conv_transpose2d(x.astype(np.float64), w.astype(np.float64),
+                              None if b is None else b.astype(np.float64), backend="numpy", **kw)
+    assert out.dtype == np.dtype(dtype)
+    assert_close(out, ref, dtype, f"phase col2im {xs} {ws} {kw}")
+
+
+def test_conv_transpose2d_phase_col2im_chunks_and_stride1(monkeypatch, rng):
+    """One image per step (3 steps, reused workspaces) matches; stride 1 keeps version 4."""
+    x = random_array(rng, (3, 8, 9, 10), "float32")
+    w = random_array(rng, (8, 5, 4, 4), "float32")
+    b = random_array(rng, (5,), "float32")
+    kw = {"stride": 2, "padding": 1}
+    monkeypatch.setattr(nb, "CONVT_PHASE_BLOCK_BYTES", 1)
+    before = nb.PATH_COUNTS["conv_transpose2d/gemm/phase"]
+    out = fc.conv_transpose2d(x, w, b, backend="numba", algorithm="gemm", **kw)
+    assert nb.PATH_COUNTS["conv_transpose2d/gemm/phase"] == before + 1
+    ref = fc.conv_transpose2d(x.astype(np.float64), w.astype(np.float64),
+                              b.astype(np.float64), backend="numpy", **kw)
+    assert_close(out, ref, "float32", "phase col2im, one image per step")
+    before = nb.PATH_COUNTS["conv_transpose2d/gemm/phase"]
+    fc.conv_transpose2d(x, w, b, padding=1, backend="numba", algorithm="gemm")
+    assert nb.PATH_COUNTS["conv_transpose2d/gemm/phase"] == before
+
+
 # --------------------------------------------------------------------------
 # auto rules and fast paths
 # --------------------------------------------------------------------------
