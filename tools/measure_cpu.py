@@ -7,7 +7,7 @@ noise hits both alike; medians reported.  Every fastconv result is checked
 against torch once before timing.
 
     python tools/measure_cpu.py [--group conv|dw|filter|pool|convt|all] [--reps 7]
-        [--algorithms] [--threads 2]
+        [--algorithms] [--threads 2] [--cpu-time] [--before-after]
 """
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ def filter_group(reps, torch, rng):
     print()
 
 
-def convt_group(reps, algorithms, torch, rng):
+def convt_group(reps, algorithms, torch, rng, before_after=False):
     import torch.nn.functional as F
     print("| transposed conv | algorithm | fastconv ms | torch ms | ratio | GFLOP/s |")
     print("|---|---|---|---|---|---|")
@@ -164,12 +164,31 @@ def convt_group(reps, algorithms, torch, rng):
         for alg in algs:
             assert rel_err(fc.conv_transpose2d(x, wt, backend="numba", algorithm=alg, **kw),
                            ref) < 1e-4
-            tf, tt = side_by_side(
-                [lambda: fc.conv_transpose2d(x, wt, backend="numba", algorithm=alg, **kw),
-                 lambda: F.conv_transpose2d(xt, wtt, None, **kw)], reps)
+            fns = [lambda: fc.conv_transpose2d(x, wt, backend="numba", algorithm=alg, **kw),
+                   lambda: F.conv_transpose2d(xt, wtt, None, **kw)]
+            if before_after and alg == "auto":
+                fns.append(lambda: _gemm_col2im_v4(x, wt, kw))
+                assert rel_err(fns[2](), ref) < 1e-4
+            times = side_by_side(fns, reps)
+            tf, tt = times[:2]
             print(f"| {name} | {alg} | {tf*1e3:.2f} | {tt*1e3:.2f} | {tf/tt:.2f} | "
                   f"{p.flops/tf/1e9:.0f} |", flush=True)
+            if len(times) == 3:
+                tb = times[2]
+                print(f"| {name} | gemm, col2im v4 (before) | {tb*1e3:.2f} | {tt*1e3:.2f} | "
+                      f"{tb/tt:.2f} | {p.flops/tb/1e9:.0f} |", flush=True)
     print()
+
+
+def _gemm_col2im_v4(x, wt, kw):
+    """The "gemm" transposed convolution with the stride-phase col2im switched off."""
+    from fastconv.wrappers import numba_backend as nb
+    saved = nb._use_phase_col2im
+    nb._use_phase_col2im = lambda p, itemsize: False
+    try:
+        return fc.conv_transpose2d(x, wt, backend="numba", algorithm="gemm", **kw)
+    finally:
+        nb._use_phase_col2im = saved
 
 
 def pool_group(reps, torch, rng):
@@ -213,6 +232,8 @@ def main():
     ap.add_argument("--cpu-time", action="store_true",
                     help="time with the process CPU clock (robust on an overloaded machine; "
                          "meaningful with --threads 1, where it equals the work done)")
+    ap.add_argument("--before-after", action="store_true",
+                    help="convt: also time the GEMM path with its pre-v8 col2im, interleaved")
     args = ap.parse_args()
     global CLOCK
     if args.cpu_time:
@@ -235,7 +256,7 @@ def main():
     if g in ("pool", "all"):
         pool_group(args.reps, torch, rng)
     if g in ("convt", "all"):
-        convt_group(args.reps, args.algorithms, torch, rng)
+        convt_group(args.reps, args.algorithms, torch, rng, args.before_after)
 
 
 if __name__ == "__main__":

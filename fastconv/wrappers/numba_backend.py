@@ -59,7 +59,7 @@ from .. import reference
 from ..memory import allocate, contiguous
 from ..registry import Backend, register, register_backend, register_chooser
 
-__all__ = ["IM2COL_WORKSPACE_BYTES", "im2col_chunk", "wide_im2col_images", "wide_rows_per_block", "conv_transpose2d_chunk", "choose_conv2d", "choose_conv_transpose2d",
+__all__ = ["IM2COL_WORKSPACE_BYTES", "im2col_chunk", "wide_im2col_images", "wide_rows_per_block", "conv_transpose2d_chunk", "CONVT_PHASE_BLOCK_BYTES", "choose_conv2d", "choose_conv_transpose2d",
            "PATH_COUNTS"]
 
 #: Largest im2col / col2im workspace in bytes (per calling thread).  Set
