@@ -63,7 +63,8 @@ Versions:
    outside the output land in a halo) instead of kh*H short interleaved
    read-modify-writes (version 4 ran at ~1.3 G adds/s on one core on the
    DCGAN-like layer, W = 28).  The output is then written once, phase rows
-   interleaved, bias included (no fill pass, no output read).
+   interleaved, bias included (no fill pass, no output read; for sw == 2
+   as one interleaved store group, which vectorizes: 2.0 -> 1.55 ms).
    Work: Og*kh*kw*H*bw adds per image; bytes: columns read once, output
    written once; scratch per worker sh*sw*BH*bw (a few KiB to ~1 MiB).
 """
@@ -776,6 +777,18 @@ def col2im_phase_planes(cols, out, b, has_bias, n0, nb, o0, og, kh, kw, h_in, bw
                 ry = oy % sh
                 r0 = (oy // sh + lo_y) * bw + lo_x
                 orow = plane[oy]
+                if sw == 2:
+                    # one interleaved store group (vectorizes; strided slices do not)
+                    nq = wo // 2
+                    ev = buf[ry * 2, r0:r0 + nq + 1]
+                    od = buf[ry * 2 + 1, r0:r0 + nq]
+                    pair = orow[0:2 * nq]
+                    for q in range(nq):
+                        pair[2 * q] = ev[q]
+                        pair[2 * q + 1] = od[q]
+                    if wo % 2 == 1:
+                        orow[wo - 1] = ev[nq]
+                    continue
                 for rx in range(min(sw, wo)):
                     dst = orow[rx:wo:sw]
                     prow = buf[ry * sw + rx, r0:r0 + dst.shape[0]]

@@ -143,6 +143,9 @@ def test_conv_transpose2d_gemm_workspace_cap(monkeypatch, rng):
     ((2, 4, 6, 5), (4, 4, 1, 1), {"stride": 2, "output_padding": 1}),        # 1x1 kernel
     ((1, 2, 4, 4), (2, 2, 2, 2), {"stride": 4, "padding": 3}),               # stride > kernel
     ((2, 5, 3, 11), (5, 3, 4, 2), {"stride": (1, 3), "padding": (1, 0)}),    # stride 1 rows
+    ((2, 3, 5, 6), (3, 2, 3, 3), {"stride": 2}),                             # odd Wo = 13
+    ((1, 3, 4, 7), (3, 2, 3, 2), {"stride": (2, 2), "padding": (2, 1), "dilation": 2,
+                                  "output_padding": 1}),                       # odd Wo, dilated
 ])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_conv_transpose2d_phase_col2im(rng, dtype, xs, ws, kw, with_bias):
