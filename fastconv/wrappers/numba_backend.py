@@ -209,6 +209,27 @@ def _bias_or_dummy(bias, n, dtype):
     return np.ascontiguousarray(bias), True
 
 
+def _input_and_output(x, p):
+    """The C-contiguous input and a fresh output, allocated by name (validate, allocate)."""
+    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
+    return x, allocate(p.output_shape, x.dtype, f"{p.op} output")
+
+
+def _conv_operands(x, weight, bias, p):
+    """(x, w, bias or dummy, has_bias, output) for the convolution kernels."""
+    x, out = _input_and_output(x, p)
+    w = contiguous(weight, f"{p.op} weight (C-contiguous copy)")
+    b, has_bias = _bias_or_dummy(bias, p.c_out, x.dtype)
+    return x, w, b, has_bias, out
+
+
+def _indices_or_dummy(p):
+    """int64 indices shaped like the output, or a 1-element dummy when none are asked for."""
+    if p.return_indices:
+        return allocate(p.output_shape, np.int64, f"{p.op} indices")
+    return np.empty((1, 1, 1, 1), dtype=np.int64)
+
+
 def _row_blocks(rows: int, tasks_without: int, threads: int) -> int:
     """Output rows per task so that there are at least ~8 tasks per thread."""
     want = max(1, -(-8 * threads // max(1, tasks_without)))
@@ -249,10 +270,7 @@ def _is_flat_case(p) -> bool:
           "rows and fuse all 9 taps of a 3x3")
 def conv2d_direct(x, weight, bias, p):
     k = _conv()
-    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
-    w = contiguous(weight, f"{p.op} weight (C-contiguous copy)")
-    b, has_bias = _bias_or_dummy(bias, p.c_out, x.dtype)
-    out = allocate(p.output_shape, x.dtype, f"{p.op} output")
+    x, w, b, has_bias, out = _conv_operands(x, weight, bias, p)
     threads = _threads()
     rmap, cmap = _maps(p)
     if _is_plane_case(p) and not (_is_flat_case(p) and p.c_out // p.groups >= 2):
@@ -364,8 +382,7 @@ def _is_pointwise(p) -> bool:
           "1x1 stride-1 convolutions go straight to GEMM; bias folded into the GEMM")
 def conv2d_im2col(x, weight, bias, p):
     k = _conv()
-    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
-    out = allocate(p.output_shape, x.dtype, f"{p.op} output")
+    x, out = _input_and_output(x, p)
     g, cg, og = p.groups, p.c_in // p.groups, p.c_out // p.groups
     if _is_pointwise(p):
         PATH_COUNTS["conv2d/im2col/1x1"] += 1
@@ -474,10 +491,7 @@ def choose_conv2d(p) -> str:
           "atomics, deterministic, no workspace; parallel over (image, channel, row block)")
 def conv_transpose2d_direct(x, weight, bias, p):
     k = _conv()
-    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
-    w = contiguous(weight, f"{p.op} weight (C-contiguous copy)")
-    b, has_bias = _bias_or_dummy(bias, p.c_out, x.dtype)
-    out = allocate(p.output_shape, x.dtype, f"{p.op} output")
+    x, w, b, has_bias, out = _conv_operands(x, weight, bias, p)
     rows = _row_blocks(p.h_out, p.n * p.c_out, _threads())
     PATH_COUNTS["conv_transpose2d/direct"] += 1
     with _parallel_region():
@@ -493,10 +507,7 @@ def conv_transpose2d_direct(x, weight, bias, p):
           "stride-phase planes: one contiguous add per tap, output written once)")
 def conv_transpose2d_gemm(x, weight, bias, p):
     k = _conv()
-    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
-    w = contiguous(weight, f"{p.op} weight (C-contiguous copy)")
-    b, has_bias = _bias_or_dummy(bias, p.c_out, x.dtype)
-    out = allocate(p.output_shape, x.dtype, f"{p.op} output")
+    x, w, b, has_bias, out = _conv_operands(x, weight, bias, p)
     g, cg, og = p.groups, p.c_in // p.groups, p.c_out // p.groups
     kk = og * p.kh * p.kw
     # wt[g]: (C_in/G, C_out/G*kh*kw); its transpose is the GEMM's left operand
@@ -619,10 +630,8 @@ def choose_conv_transpose2d(p) -> str:
           "row-vectorized max pooling with PyTorch's NaN/tie/index rule, parallel over planes")
 def max_pool2d(x, p):
     k = _pool()
-    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
-    out = allocate(p.output_shape, x.dtype, f"{p.op} output")
-    idx = (allocate(p.output_shape, np.int64, f"{p.op} indices") if p.return_indices
-           else np.empty((1, 1, 1, 1), dtype=np.int64))
+    x, out = _input_and_output(x, p)
+    idx = _indices_or_dummy(p)
     with _parallel_region():
         k.max_pool2d_rows(x, out, idx, p.return_indices, p.kernel[0], p.kernel[1],
                           p.stride[0], p.stride[1], p.padding[0], p.padding[1],
@@ -634,8 +643,7 @@ def max_pool2d(x, p):
           "row-vectorized average pooling (ATen divisor rule), parallel over planes")
 def avg_pool2d(x, p):
     k = _pool()
-    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
-    out = allocate(p.output_shape, x.dtype, f"{p.op} output")
+    x, out = _input_and_output(x, p)
     # integer-valued divisors are exact in float32 (< 2**24): divide in x's dtype
     divisor = np.ascontiguousarray(reference.avg_divisors(p), dtype=x.dtype)
     with _parallel_region():
@@ -648,8 +656,7 @@ def avg_pool2d(x, p):
           "adaptive average pooling, one task per (n, c) plane")
 def adaptive_avg_pool2d(x, p):
     k = _pool()
-    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
-    out = allocate(p.output_shape, x.dtype, f"{p.op} output")
+    x, out = _input_and_output(x, p)
     with _parallel_region():
         k.adaptive_avg_pool2d_planes(x, out)
     return out
@@ -659,10 +666,8 @@ def adaptive_avg_pool2d(x, p):
           "adaptive max pooling with PyTorch's NaN/tie/index rule, one task per plane")
 def adaptive_max_pool2d(x, p):
     k = _pool()
-    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
-    out = allocate(p.output_shape, x.dtype, f"{p.op} output")
-    idx = (allocate(p.output_shape, np.int64, f"{p.op} indices") if p.return_indices
-           else np.empty((1, 1, 1, 1), dtype=np.int64))
+    x, out = _input_and_output(x, p)
+    idx = _indices_or_dummy(p)
     with _parallel_region():
         k.adaptive_max_pool2d_planes(x, out, idx, p.return_indices)
     return (out, idx) if p.return_indices else out
