@@ -405,3 +405,290 @@ def adaptive_max_pool2d_planes(x, out, idx, want_idx):
                 out[n, c, oy, ox] = m
                 if want_idx:
                     idx[n, c, oy, ox] = best
+
+
+# ---------------------------------------------------------------------------
+# version 2: separable max pooling (a column pass, then a row pass)
+# ---------------------------------------------------------------------------
+# PyTorch's sequential rule has an order-free form (read from the update
+# ``v > m or isnan(v)`` scanned in row-major window order, where the flat index
+# h*W + w grows with the scan):
+#     any NaN in the window -> NaN, index = the LARGEST flat index holding a NaN;
+#     otherwise             -> M = the maximum, index = the SMALLEST flat index holding M
+#                              (an all -inf window: its first in-bounds element).
+# So the window reduction may run in any order with the combine
+# ``_take(m, bi, v, iv)`` below; values alone reduce with ``_mx`` in any order.
+# That splits a k_h x k_w window into a column pass (fold the window's rows,
+# in order, into one padded row ``col``: long contiguous vector loops) and a
+# row pass (fold k_w columns per output at stride s_w).
+
+@njit(cache=True, inline="always")
+def _take(m, bi, v, iv):
+    """Does (v, iv) replace the running (m, bi)?  Order-free form of PyTorch's rule."""
+    return (((v != v) & ((m == m) | (iv > bi))) | (v > m)) | ((v == m) & (iv < bi))
+
+
+@njit(cache=True, inline="always")
+def _fold_rows_val(acc, r0, r1, r2, nrow):
+    """acc = rows r0[, r1[, r2]] folded by the max rule (1 to 3 rows), one pass."""
+    if nrow == 1:
+        for q in range(acc.shape[0]):
+            acc[q] = r0[q]
+    elif nrow == 2:
+        for q in range(acc.shape[0]):
+            m = r0[q]
+            v = r1[q]
+            acc[q] = v if (v > m) | (v != v) else m
+    else:
+        for q in range(acc.shape[0]):
+            m = r0[q]
+            v = r1[q]
+            m = v if (v > m) | (v != v) else m
+            v = r2[q]
+            acc[q] = v if (v > m) | (v != v) else m
+
+
+@njit(cache=True, inline="always")
+def _fold_row_val(acc, r):
+    for q in range(acc.shape[0]):
+        v = r[q]
+        m = acc[q]
+        acc[q] = v if (v > m) | (v != v) else m
+
+
+@njit(cache=True, inline="always")
+def _fold_rows_idx(acc, ai, r0, r1, r2, nrow, b0, b1, b2):
+    """As _fold_rows_val, also the flat index (b_i + q) of each column's winner."""
+    if nrow == 1:
+        for q in range(acc.shape[0]):
+            acc[q] = r0[q]
+            ai[q] = b0 + q
+    elif nrow == 2:
+        for q in range(acc.shape[0]):
+            m = r0[q]
+            v = r1[q]
+            t = (v > m) | (v != v)
+            acc[q] = v if t else m
+            ai[q] = (b1 if t else b0) + q
+    else:
+        for q in range(acc.shape[0]):
+            m = r0[q]
+            v = r1[q]
+            t = (v > m) | (v != v)
+            m = v if t else m
+            b = b1 if t else b0
+            v = r2[q]
+            t = (v > m) | (v != v)
+            acc[q] = v if t else m
+            ai[q] = (b2 if t else b) + q
+
+
+@njit(cache=True, inline="always")
+def _fold_row_idx(acc, ai, r, b):
+    for q in range(acc.shape[0]):
+        v = r[q]
+        m = acc[q]
+        t = (v > m) | (v != v)
+        acc[q] = v if t else m
+        ai[q] = b + q if t else ai[q]
+
+
+@njit(cache=True, inline="always")
+def _row_pass_val(orow, col, kw, sw, dw):
+    """orow[q] = max rule over col[q*sw + j*dw], j < kw (col: the padded folded row)."""
+    n = orow.shape[0]
+    if dw == 1 and sw == 2 and kw == 2:
+        for q in range(n):
+            m = col[2 * q]
+            v = col[2 * q + 1]
+            orow[q] = v if (v > m) | (v != v) else m
+    elif dw == 1 and sw == 2 and kw == 3:
+        for q in range(n):
+            m = col[2 * q]
+            v = col[2 * q + 1]
+            m = v if (v > m) | (v != v) else m
+            v = col[2 * q + 2]
+            orow[q] = v if (v > m) | (v != v) else m
+    elif dw == 1 and sw == 1 and kw == 2:
+        for q in range(n):
+            m = col[q]
+            v = col[q + 1]
+            orow[q] = v if (v > m) | (v != v) else m
+    elif dw == 1 and sw == 1 and kw == 3:
+        for q in range(n):
+            m = col[q]
+            v = col[q + 1]
+            m = v if (v > m) | (v != v) else m
+            v = col[q + 2]
+            orow[q] = v if (v > m) | (v != v) else m
+    elif sw == 1:
+        for q in range(n):
+            orow[q] = col[q]
+        for j in range(1, kw):
+            s = col[j * dw:j * dw + n]
+            _fold_row_val(orow, s)
+    elif sw == 2:
+        for q in range(n):
+            orow[q] = col[2 * q]
+        for j in range(1, kw):
+            s = col[j * dw:]
+            for q in range(n):
+                v = s[2 * q]
+                m = orow[q]
+                orow[q] = v if (v > m) | (v != v) else m
+    else:
+        for q in range(n):
+            m = col[q * sw]
+            for j in range(1, kw):
+                v = col[q * sw + j * dw]
+                m = v if (v > m) | (v != v) else m
+            orow[q] = m
+
+
+@njit(cache=True, inline="always")
+def _row_pass_idx(orow, irow, col, ci, kw, sw, dw):
+    """As _row_pass_val with indices (ci: flat index of each col entry), order-free combine."""
+    n = orow.shape[0]
+    if dw == 1 and sw == 2 and kw == 2:
+        for q in range(n):
+            m = col[2 * q]
+            bi = ci[2 * q]
+            v = col[2 * q + 1]
+            iv = ci[2 * q + 1]
+            t = _take(m, bi, v, iv)
+            orow[q] = v if t else m
+            irow[q] = iv if t else bi
+    elif dw == 1 and sw == 2 and kw == 3:
+        for q in range(n):
+            m = col[2 * q]
+            bi = ci[2 * q]
+            v = col[2 * q + 1]
+            iv = ci[2 * q + 1]
+            t = _take(m, bi, v, iv)
+            m = v if t else m
+            bi = iv if t else bi
+            v = col[2 * q + 2]
+            iv = ci[2 * q + 2]
+            t = _take(m, bi, v, iv)
+            orow[q] = v if t else m
+            irow[q] = iv if t else bi
+    else:
+        for q in range(n):
+            m = col[q * sw]
+            bi = ci[q * sw]
+            for j in range(1, kw):
+                v = col[q * sw + j * dw]
+                iv = ci[q * sw + j * dw]
+                t = _take(m, bi, v, iv)
+                m = v if t else m
+                bi = iv if t else bi
+            orow[q] = m
+            irow[q] = bi
+
+
+@njit(cache=True)
+def axis_has_empty_window(n, k, s, p, d, n_out):
+    """Does some output's window along this axis have no tap inside [0, n)?  (only with d > 1)"""
+    for o in range(n_out):
+        start = o * s - p
+        first = start
+        if first < 0:
+            first += (-first + d - 1) // d * d
+        if first >= n or first > start + (k - 1) * d:
+            return True
+    return False
+
+
+@njit(cache=True, inline="always")
+def _tap_rows(hs, kh, dh, h):
+    """[i0, i1): kernel rows i with 0 <= hs + i*dh < h."""
+    i0 = 0
+    if hs < 0:
+        i0 = (-hs + dh - 1) // dh
+    i1 = kh
+    last = (h - 1 - hs) // dh + 1 if h - 1 - hs >= 0 else 0
+    if last < i1:
+        i1 = last
+    return i0, max(i0, i1)
+
+
+@njit(parallel=True, cache=True)
+def max_pool2d_sep(x, out, kh, kw, sh, sw, ph, pw, dh, dw, nchunk, nrb):
+    """Values only; every window has an in-bounds tap (see ``axis_has_empty_window``).
+
+    Tasks: (plane, block of output rows), ``nrb`` blocks per plane; ``nchunk``
+    contiguous ranges of tasks, one per thread.
+    """
+    n_img, ch, h, w_in = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    planes = n_img * ch
+    xs = x.reshape(planes, h, w_in)
+    os_ = out.reshape(planes, ho, wo)
+    wp = max(pw + w_in, (wo - 1) * sw + (kw - 1) * dw + 1)
+    rows_per = (ho + nrb - 1) // nrb
+    ntask = planes * nrb
+    for c in prange(nchunk):
+        t0 = c * ntask // nchunk
+        t1 = (c + 1) * ntask // nchunk
+        col = np.empty(wp, dtype=x.dtype)
+        for q in range(wp):
+            col[q] = -np.inf
+        mid = col[pw:pw + w_in]
+        for t in range(t0, t1):
+            pl = t // nrb
+            oy0 = (t % nrb) * rows_per
+            oy1 = min(ho, oy0 + rows_per)
+            plane = xs[pl]
+            for oy in range(oy0, oy1):
+                hs = oy * sh - ph
+                i0, i1 = _tap_rows(hs, kh, dh, h)
+                nr = min(3, i1 - i0)
+                r0 = plane[hs + i0 * dh]
+                r1 = plane[hs + (i0 + 1) * dh] if nr > 1 else r0
+                r2 = plane[hs + (i0 + 2) * dh] if nr > 2 else r0
+                _fold_rows_val(mid, r0, r1, r2, nr)
+                for i in range(i0 + 3, i1):
+                    _fold_row_val(mid, plane[hs + i * dh])
+                _row_pass_val(os_[pl, oy], col, kw, sw, dw)
+
+
+@njit(parallel=True, cache=True)
+def max_pool2d_sep_idx(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw, nchunk, nrb, big):
+    """As max_pool2d_sep, with int64 flat indices; ``big`` > any flat index (padding's)."""
+    n_img, ch, h, w_in = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    planes = n_img * ch
+    xs = x.reshape(planes, h, w_in)
+    os_ = out.reshape(planes, ho, wo)
+    is_ = idx.reshape(planes, ho, wo)
+    wp = max(pw + w_in, (wo - 1) * sw + (kw - 1) * dw + 1)
+    rows_per = (ho + nrb - 1) // nrb
+    ntask = planes * nrb
+    for c in prange(nchunk):
+        t0 = c * ntask // nchunk
+        t1 = (c + 1) * ntask // nchunk
+        col = np.empty(wp, dtype=x.dtype)
+        ci = np.empty(wp, dtype=np.int64)
+        for q in range(wp):
+            col[q] = -np.inf
+            ci[q] = big
+        mid = col[pw:pw + w_in]
+        mi = ci[pw:pw + w_in]
+        for t in range(t0, t1):
+            pl = t // nrb
+            oy0 = (t % nrb) * rows_per
+            oy1 = min(ho, oy0 + rows_per)
+            plane = xs[pl]
+            for oy in range(oy0, oy1):
+                hs = oy * sh - ph
+                i0, i1 = _tap_rows(hs, kh, dh, h)
+                nr = min(3, i1 - i0)
+                ra = hs + i0 * dh
+                rb = hs + (i0 + 1) * dh if nr > 1 else ra
+                rc = hs + (i0 + 2) * dh if nr > 2 else ra
+                _fold_rows_idx(mid, mi, plane[ra], plane[rb], plane[rc], nr,
+                               ra * w_in, rb * w_in, rc * w_in)
+                for i in range(i0 + 3, i1):
+                    r = hs + i * dh
+                    _fold_row_idx(mid, mi, plane[r], r * w_in)
+                _row_pass_idx(os_[pl, oy], is_[pl, oy], col, ci, kw, sw, dw)

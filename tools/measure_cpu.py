@@ -56,7 +56,8 @@ CONVT = [("convT 64->32 k4 s2 p1", 16, 64, 32, 28, 28, 4, 2, 1),
 POOLS = [("max k2 s2", "max", dict(kernel_size=2, stride=2)),
          ("max k3 s2 p1", "max", dict(kernel_size=3, stride=2, padding=1)),
          ("avg k2 s2", "avg", dict(kernel_size=2, stride=2)),
-         ("adaptive avg 7x7", "aavg", dict(output_size=7))]
+         ("adaptive avg 7x7", "aavg", dict(output_size=7)),
+         ("adaptive max 7x7", "amax", dict(output_size=7))]
 
 
 def timeit(fn, reps):
@@ -198,13 +199,17 @@ def pool_group(reps, torch, rng):
     print("| pool 8x64x112x112 | fastconv ms | torch ms | ratio | fastconv GB/s | torch GB/s |")
     print("|---|---|---|---|---|---|")
     for name, kind, kw in POOLS:
-        for idx in ([False, True] if kind == "max" else [False]):
+        for idx in ([False, True] if kind in ("max", "amax") else [False]):
             if kind == "max":
                 f1 = lambda: fc.max_pool2d(x, return_indices=idx, backend="numba", **kw)
                 f2 = lambda: F.max_pool2d(xt, return_indices=idx, **kw)
             elif kind == "avg":
                 f1 = lambda: fc.avg_pool2d(x, backend="numba", **kw)
                 f2 = lambda: F.avg_pool2d(xt, **kw)
+            elif kind == "amax":
+                f1 = lambda: fc.adaptive_max_pool2d(x, kw["output_size"], return_indices=idx,
+                                                    backend="numba")
+                f2 = lambda: F.adaptive_max_pool2d(xt, kw["output_size"], return_indices=idx)
             else:
                 f1 = lambda: fc.adaptive_avg_pool2d(x, kw["output_size"], backend="numba")
                 f2 = lambda: F.adaptive_avg_pool2d(xt, kw["output_size"])

@@ -632,11 +632,41 @@ def max_pool2d(x, p):
     k = _pool()
     x, out = _input_and_output(x, p)
     idx = _indices_or_dummy(p)
+    if out.size == 0:
+        return (out, idx) if p.return_indices else out
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = p.kernel, p.stride, p.padding, p.dilation
     with _parallel_region():
-        k.max_pool2d_rows(x, out, idx, p.return_indices, p.kernel[0], p.kernel[1],
-                          p.stride[0], p.stride[1], p.padding[0], p.padding[1],
-                          p.dilation[0], p.dilation[1])
+        if _max_pool_separable(k, p):
+            nchunk, nrb = _pool_tasks(p.n * p.c, p.h_out)
+            if p.return_indices:
+                k.max_pool2d_sep_idx(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw, nchunk, nrb,
+                                     _NO_INDEX)
+            else:
+                k.max_pool2d_sep(x, out, kh, kw, sh, sw, ph, pw, dh, dw, nchunk, nrb)
+        else:
+            k.max_pool2d_rows(x, out, idx, p.return_indices, kh, kw, sh, sw, ph, pw, dh, dw)
     return (out, idx) if p.return_indices else out
+
+
+#: Index given to the -inf padding of the separable kernels' folded rows: larger
+#: than any flat index, so the "smallest index among equal maxima" rule never picks it.
+_NO_INDEX = 1 << 62
+
+
+def _max_pool_separable(k, p) -> bool:
+    """Kernel version 2 (column pass + row pass) needs every window to hold an input
+    element; only dilation can make one miss the input entirely (then version 1 runs)."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = p.kernel, p.stride, p.padding, p.dilation
+    return not ((dh > 1 and k.axis_has_empty_window(p.h, kh, sh, ph, dh, p.h_out))
+                or (dw > 1 and k.axis_has_empty_window(p.w, kw, sw, pw, dw, p.w_out)))
+
+
+def _pool_tasks(planes: int, rows: int):
+    """(chunks, row blocks per plane): one contiguous range of (plane, row block) tasks per
+    thread; planes are split into row blocks only when there are fewer than ~8 per thread."""
+    threads = _threads()
+    nrb = -(-rows // _row_blocks(rows, planes, threads))
+    return max(1, min(threads, planes * nrb)), nrb
 
 
 @register("avg_pool2d", "numba", "direct",
