@@ -122,7 +122,7 @@ def _max_edge(orow, idx, want_idx, n, c, oy, src, r, w_in, lo, hi, sw, off):
 @njit(cache=True, inline="always")
 def _mx(v, m):
     """PyTorch's update test: the new value wins if larger or NaN."""
-    return (v > m) or (v != v)
+    return (v > m) | (v != v)
 
 
 @njit(cache=True, inline="always")
@@ -407,6 +407,7 @@ def adaptive_max_pool2d_planes(x, out, idx, want_idx):
                     idx[n, c, oy, ox] = best
 
 
+
 # ---------------------------------------------------------------------------
 # version 2: separable max pooling (a column pass, then a row pass)
 # ---------------------------------------------------------------------------
@@ -416,11 +417,16 @@ def adaptive_max_pool2d_planes(x, out, idx, want_idx):
 #     any NaN in the window -> NaN, index = the LARGEST flat index holding a NaN;
 #     otherwise             -> M = the maximum, index = the SMALLEST flat index holding M
 #                              (an all -inf window: its first in-bounds element).
-# So the window reduction may run in any order with the combine
-# ``_take(m, bi, v, iv)`` below; values alone reduce with ``_mx`` in any order.
-# That splits a k_h x k_w window into a column pass (fold the window's rows,
-# in order, into one padded row ``col``: long contiguous vector loops) and a
-# row pass (fold k_w columns per output at stride s_w).
+# So the window reduction may run in any order with the combine ``_take``
+# below (values alone: ``_mx`` in any order).  A k_h x k_w window then splits
+# into a column pass (fold the window's input rows, in order, into one padded
+# row ``col``: long contiguous vector loops) and a row pass (fold k_w entries
+# of ``col`` per output at stride s_w).
+#
+# Every fold writes to an array other than the ones it reads: an in-place
+# ``acc[q] = v if take else acc[q]`` is turned by LLVM into a masked store
+# (vmaskmovps), microcoded and ~5x slower on this AMD CPU than a blend and a
+# plain store.  Long windows therefore ping-pong between ``col`` and ``tmp``.
 
 @njit(cache=True, inline="always")
 def _take(m, bi, v, iv):
@@ -429,126 +435,242 @@ def _take(m, bi, v, iv):
 
 
 @njit(cache=True, inline="always")
-def _fold_rows_val(acc, r0, r1, r2, nrow):
-    """acc = rows r0[, r1[, r2]] folded by the max rule (1 to 3 rows), one pass."""
-    if nrow == 1:
-        for q in range(acc.shape[0]):
-            acc[q] = r0[q]
-    elif nrow == 2:
-        for q in range(acc.shape[0]):
-            m = r0[q]
-            v = r1[q]
-            acc[q] = v if (v > m) | (v != v) else m
+def _fold_val(dst, plane, ra, rb, rc, rd, n):
+    """dst[q] = plane rows ra, rb, rc, rd (the first n, 1 <= n <= 4) folded in order.
+
+    (Rows are read as ``plane[r, q]``, not through per-row views: building a
+    view per output row cost more than the vector loop itself.)
+    """
+    if n == 1:
+        for q in range(dst.shape[0]):
+            dst[q] = plane[ra, q]
+    elif n == 2:
+        for q in range(dst.shape[0]):
+            m = plane[ra, q]
+            v = plane[rb, q]
+            dst[q] = v if _mx(v, m) else m
+    elif n == 3:
+        for q in range(dst.shape[0]):
+            m = plane[ra, q]
+            v = plane[rb, q]
+            m = v if _mx(v, m) else m
+            v = plane[rc, q]
+            dst[q] = v if _mx(v, m) else m
     else:
-        for q in range(acc.shape[0]):
-            m = r0[q]
-            v = r1[q]
-            m = v if (v > m) | (v != v) else m
-            v = r2[q]
-            acc[q] = v if (v > m) | (v != v) else m
+        for q in range(dst.shape[0]):
+            m = plane[ra, q]
+            v = plane[rb, q]
+            m = v if _mx(v, m) else m
+            v = plane[rc, q]
+            m = v if _mx(v, m) else m
+            v = plane[rd, q]
+            dst[q] = v if _mx(v, m) else m
 
 
 @njit(cache=True, inline="always")
-def _fold_row_val(acc, r):
-    for q in range(acc.shape[0]):
-        v = r[q]
-        m = acc[q]
-        acc[q] = v if (v > m) | (v != v) else m
+def _fold_buf_val(dst, buf, plane, rb, rc, rd, n):
+    """dst = the running fold ``buf`` then rows rb[, rc[, rd]] (n = 1..3 of them)."""
+    if n == 1:
+        for q in range(dst.shape[0]):
+            m = buf[q]
+            v = plane[rb, q]
+            dst[q] = v if _mx(v, m) else m
+    elif n == 2:
+        for q in range(dst.shape[0]):
+            m = buf[q]
+            v = plane[rb, q]
+            m = v if _mx(v, m) else m
+            v = plane[rc, q]
+            dst[q] = v if _mx(v, m) else m
+    else:
+        for q in range(dst.shape[0]):
+            m = buf[q]
+            v = plane[rb, q]
+            m = v if _mx(v, m) else m
+            v = plane[rc, q]
+            m = v if _mx(v, m) else m
+            v = plane[rd, q]
+            dst[q] = v if _mx(v, m) else m
 
 
 @njit(cache=True, inline="always")
-def _fold_rows_idx(acc, ai, r0, r1, r2, nrow, b0, b1, b2):
-    """As _fold_rows_val, also the flat index (b_i + q) of each column's winner."""
-    if nrow == 1:
-        for q in range(acc.shape[0]):
-            acc[q] = r0[q]
-            ai[q] = b0 + q
-    elif nrow == 2:
-        for q in range(acc.shape[0]):
-            m = r0[q]
-            v = r1[q]
-            t = (v > m) | (v != v)
-            acc[q] = v if t else m
-            ai[q] = (b1 if t else b0) + q
+def _fold_rows_val(col, tmp, plane, r0, nr, dr):
+    """col[:] = rows r0, r0+dr, ..., (nr >= 1 rows of plane) folded in order.
+
+    col, tmp: distinct buffers of the row's width; 4 rows in the first pass,
+    then the running fold and 3 more rows per pass, ping-ponging so the
+    last pass writes col.
+    """
+    passes = 1 + (max(0, nr - 4) + 2) // 3
+    in_col = passes % 2 == 1  # where the first pass writes
+    n = min(4, nr)
+    rb, rc, rd = r0 + dr * min(1, n - 1), r0 + dr * min(2, n - 1), r0 + dr * min(3, n - 1)
+    if in_col:
+        _fold_val(col, plane, r0, rb, rc, rd, n)
     else:
-        for q in range(acc.shape[0]):
-            m = r0[q]
-            v = r1[q]
-            t = (v > m) | (v != v)
+        _fold_val(tmp, plane, r0, rb, rc, rd, n)
+    i = n
+    while i < nr:
+        n = min(3, nr - i)
+        rb = r0 + i * dr
+        rc, rd = rb + dr * min(1, n - 1), rb + dr * min(2, n - 1)
+        if in_col:
+            _fold_buf_val(tmp, col, plane, rb, rc, rd, n)
+        else:
+            _fold_buf_val(col, tmp, plane, rb, rc, rd, n)
+        in_col = not in_col
+        i += n
+
+
+@njit(cache=True, inline="always")
+def _fold_idx(dst, di, plane, ra, rb, rc, rd, n, w_in):
+    """As _fold_val, with di[q] = flat index r*w_in + q of each column's winner."""
+    ba, bb, bc, bd = ra * w_in, rb * w_in, rc * w_in, rd * w_in
+    if n == 1:
+        for q in range(dst.shape[0]):
+            dst[q] = plane[ra, q]
+            di[q] = ba + q
+    elif n == 2:
+        for q in range(dst.shape[0]):
+            m = plane[ra, q]
+            v = plane[rb, q]
+            t = _mx(v, m)
+            dst[q] = v if t else m
+            di[q] = (bb if t else ba) + q
+    elif n == 3:
+        for q in range(dst.shape[0]):
+            m = plane[ra, q]
+            v = plane[rb, q]
+            t = _mx(v, m)
             m = v if t else m
-            b = b1 if t else b0
-            v = r2[q]
-            t = (v > m) | (v != v)
-            acc[q] = v if t else m
-            ai[q] = (b2 if t else b) + q
+            bi = bb if t else ba
+            v = plane[rc, q]
+            t = _mx(v, m)
+            dst[q] = v if t else m
+            di[q] = (bc if t else bi) + q
+    else:
+        for q in range(dst.shape[0]):
+            m = plane[ra, q]
+            v = plane[rb, q]
+            t = _mx(v, m)
+            m = v if t else m
+            bi = bb if t else ba
+            v = plane[rc, q]
+            t = _mx(v, m)
+            m = v if t else m
+            bi = bc if t else bi
+            v = plane[rd, q]
+            t = _mx(v, m)
+            dst[q] = v if t else m
+            di[q] = (bd if t else bi) + q
 
 
 @njit(cache=True, inline="always")
-def _fold_row_idx(acc, ai, r, b):
-    for q in range(acc.shape[0]):
-        v = r[q]
-        m = acc[q]
-        t = (v > m) | (v != v)
-        acc[q] = v if t else m
-        ai[q] = b + q if t else ai[q]
+def _fold_buf_idx(dst, di, buf, bi_, plane, rb, rc, rd, n, w_in):
+    """As _fold_buf_val, with indices (bi_: the running fold's)."""
+    bb, bc, bd = rb * w_in, rc * w_in, rd * w_in
+    if n == 1:
+        for q in range(dst.shape[0]):
+            m = buf[q]
+            v = plane[rb, q]
+            t = _mx(v, m)
+            dst[q] = v if t else m
+            di[q] = bb + q if t else bi_[q]
+    elif n == 2:
+        for q in range(dst.shape[0]):
+            m = buf[q]
+            bi = bi_[q]
+            v = plane[rb, q]
+            t = _mx(v, m)
+            m = v if t else m
+            bi = bb + q if t else bi
+            v = plane[rc, q]
+            t = _mx(v, m)
+            dst[q] = v if t else m
+            di[q] = bc + q if t else bi
+    else:
+        for q in range(dst.shape[0]):
+            m = buf[q]
+            bi = bi_[q]
+            v = plane[rb, q]
+            t = _mx(v, m)
+            m = v if t else m
+            bi = bb + q if t else bi
+            v = plane[rc, q]
+            t = _mx(v, m)
+            m = v if t else m
+            bi = bc + q if t else bi
+            v = plane[rd, q]
+            t = _mx(v, m)
+            dst[q] = v if t else m
+            di[q] = bd + q if t else bi
 
 
 @njit(cache=True, inline="always")
-def _row_pass_val(orow, col, kw, sw, dw):
-    """orow[q] = max rule over col[q*sw + j*dw], j < kw (col: the padded folded row)."""
-    n = orow.shape[0]
+def _fold_rows_idx(col, ci, tmp, ti, plane, r0, nr, dr, w_in):
+    """As _fold_rows_val, with the flat index of each column's winner in ci."""
+    passes = 1 + (max(0, nr - 4) + 2) // 3
+    in_col = passes % 2 == 1
+    n = min(4, nr)
+    rb, rc, rd = r0 + dr * min(1, n - 1), r0 + dr * min(2, n - 1), r0 + dr * min(3, n - 1)
+    if in_col:
+        _fold_idx(col, ci, plane, r0, rb, rc, rd, n, w_in)
+    else:
+        _fold_idx(tmp, ti, plane, r0, rb, rc, rd, n, w_in)
+    i = n
+    while i < nr:
+        n = min(3, nr - i)
+        rb = r0 + i * dr
+        rc, rd = rb + dr * min(1, n - 1), rb + dr * min(2, n - 1)
+        if in_col:
+            _fold_buf_idx(tmp, ti, col, ci, plane, rb, rc, rd, n, w_in)
+        else:
+            _fold_buf_idx(col, ci, tmp, ti, plane, rb, rc, rd, n, w_in)
+        in_col = not in_col
+        i += n
+
+
+@njit(cache=True, inline="always")
+def _row_pass_val(oplane, oy, col, kw, sw, dw):
+    """oplane[oy, q] = max rule over col[q*sw + j*dw], j < kw (col: the padded folded row)."""
+    n = oplane.shape[1]
     if dw == 1 and sw == 2 and kw == 2:
         for q in range(n):
             m = col[2 * q]
             v = col[2 * q + 1]
-            orow[q] = v if (v > m) | (v != v) else m
+            oplane[oy, q] = v if _mx(v, m) else m
     elif dw == 1 and sw == 2 and kw == 3:
         for q in range(n):
             m = col[2 * q]
             v = col[2 * q + 1]
-            m = v if (v > m) | (v != v) else m
+            m = v if _mx(v, m) else m
             v = col[2 * q + 2]
-            orow[q] = v if (v > m) | (v != v) else m
+            oplane[oy, q] = v if _mx(v, m) else m
     elif dw == 1 and sw == 1 and kw == 2:
         for q in range(n):
             m = col[q]
             v = col[q + 1]
-            orow[q] = v if (v > m) | (v != v) else m
+            oplane[oy, q] = v if _mx(v, m) else m
     elif dw == 1 and sw == 1 and kw == 3:
         for q in range(n):
             m = col[q]
             v = col[q + 1]
-            m = v if (v > m) | (v != v) else m
+            m = v if _mx(v, m) else m
             v = col[q + 2]
-            orow[q] = v if (v > m) | (v != v) else m
-    elif sw == 1:
-        for q in range(n):
-            orow[q] = col[q]
-        for j in range(1, kw):
-            s = col[j * dw:j * dw + n]
-            _fold_row_val(orow, s)
-    elif sw == 2:
-        for q in range(n):
-            orow[q] = col[2 * q]
-        for j in range(1, kw):
-            s = col[j * dw:]
-            for q in range(n):
-                v = s[2 * q]
-                m = orow[q]
-                orow[q] = v if (v > m) | (v != v) else m
+            oplane[oy, q] = v if _mx(v, m) else m
     else:
         for q in range(n):
             m = col[q * sw]
             for j in range(1, kw):
                 v = col[q * sw + j * dw]
-                m = v if (v > m) | (v != v) else m
-            orow[q] = m
+                m = v if _mx(v, m) else m
+            oplane[oy, q] = m
 
 
 @njit(cache=True, inline="always")
-def _row_pass_idx(orow, irow, col, ci, kw, sw, dw):
+def _row_pass_idx(oplane, iplane, oy, col, ci, kw, sw, dw):
     """As _row_pass_val with indices (ci: flat index of each col entry), order-free combine."""
-    n = orow.shape[0]
+    n = oplane.shape[1]
     if dw == 1 and sw == 2 and kw == 2:
         for q in range(n):
             m = col[2 * q]
@@ -556,8 +678,8 @@ def _row_pass_idx(orow, irow, col, ci, kw, sw, dw):
             v = col[2 * q + 1]
             iv = ci[2 * q + 1]
             t = _take(m, bi, v, iv)
-            orow[q] = v if t else m
-            irow[q] = iv if t else bi
+            oplane[oy, q] = v if t else m
+            iplane[oy, q] = iv if t else bi
     elif dw == 1 and sw == 2 and kw == 3:
         for q in range(n):
             m = col[2 * q]
@@ -570,8 +692,8 @@ def _row_pass_idx(orow, irow, col, ci, kw, sw, dw):
             v = col[2 * q + 2]
             iv = ci[2 * q + 2]
             t = _take(m, bi, v, iv)
-            orow[q] = v if t else m
-            irow[q] = iv if t else bi
+            oplane[oy, q] = v if t else m
+            iplane[oy, q] = iv if t else bi
     else:
         for q in range(n):
             m = col[q * sw]
@@ -582,8 +704,8 @@ def _row_pass_idx(orow, irow, col, ci, kw, sw, dw):
                 t = _take(m, bi, v, iv)
                 m = v if t else m
                 bi = iv if t else bi
-            orow[q] = m
-            irow[q] = bi
+            oplane[oy, q] = m
+            iplane[oy, q] = bi
 
 
 @njit(cache=True)
@@ -612,6 +734,13 @@ def _tap_rows(hs, kh, dh, h):
     return i0, max(i0, i1)
 
 
+@njit(cache=True, inline="always")
+def _task_rows(t, nrb, rows_per, ho):
+    """(plane, first output row, end output row) of task t."""
+    oy0 = (t % nrb) * rows_per
+    return t // nrb, oy0, min(ho, oy0 + rows_per)
+
+
 @njit(parallel=True, cache=True)
 def max_pool2d_sep(x, out, kh, kw, sh, sw, ph, pw, dh, dw, nchunk, nrb):
     """Values only; every window has an in-bounds tap (see ``axis_has_empty_window``).
@@ -628,28 +757,18 @@ def max_pool2d_sep(x, out, kh, kw, sh, sw, ph, pw, dh, dw, nchunk, nrb):
     rows_per = (ho + nrb - 1) // nrb
     ntask = planes * nrb
     for c in prange(nchunk):
-        t0 = c * ntask // nchunk
-        t1 = (c + 1) * ntask // nchunk
-        col = np.empty(wp, dtype=x.dtype)
-        for q in range(wp):
-            col[q] = -np.inf
+        col = np.full(wp, -np.inf, dtype=x.dtype)  # -inf padding around the folded row
+        tmp = np.empty(w_in, dtype=x.dtype)
         mid = col[pw:pw + w_in]
-        for t in range(t0, t1):
-            pl = t // nrb
-            oy0 = (t % nrb) * rows_per
-            oy1 = min(ho, oy0 + rows_per)
+        for t in range(c * ntask // nchunk, (c + 1) * ntask // nchunk):
+            pl, oy0, oy1 = _task_rows(t, nrb, rows_per, ho)
             plane = xs[pl]
+            oplane = os_[pl]
             for oy in range(oy0, oy1):
                 hs = oy * sh - ph
                 i0, i1 = _tap_rows(hs, kh, dh, h)
-                nr = min(3, i1 - i0)
-                r0 = plane[hs + i0 * dh]
-                r1 = plane[hs + (i0 + 1) * dh] if nr > 1 else r0
-                r2 = plane[hs + (i0 + 2) * dh] if nr > 2 else r0
-                _fold_rows_val(mid, r0, r1, r2, nr)
-                for i in range(i0 + 3, i1):
-                    _fold_row_val(mid, plane[hs + i * dh])
-                _row_pass_val(os_[pl, oy], col, kw, sw, dw)
+                _fold_rows_val(mid, tmp, plane, hs + i0 * dh, i1 - i0, dh)
+                _row_pass_val(oplane, oy, col, kw, sw, dw)
 
 
 @njit(parallel=True, cache=True)
@@ -665,30 +784,91 @@ def max_pool2d_sep_idx(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw, nchunk, nrb,
     rows_per = (ho + nrb - 1) // nrb
     ntask = planes * nrb
     for c in prange(nchunk):
-        t0 = c * ntask // nchunk
-        t1 = (c + 1) * ntask // nchunk
-        col = np.empty(wp, dtype=x.dtype)
-        ci = np.empty(wp, dtype=np.int64)
-        for q in range(wp):
-            col[q] = -np.inf
-            ci[q] = big
+        col = np.full(wp, -np.inf, dtype=x.dtype)
+        ci = np.full(wp, big, dtype=np.int64)
+        tmp = np.empty(w_in, dtype=x.dtype)
+        ti = np.empty(w_in, dtype=np.int64)
         mid = col[pw:pw + w_in]
         mi = ci[pw:pw + w_in]
-        for t in range(t0, t1):
-            pl = t // nrb
-            oy0 = (t % nrb) * rows_per
-            oy1 = min(ho, oy0 + rows_per)
+        for t in range(c * ntask // nchunk, (c + 1) * ntask // nchunk):
+            pl, oy0, oy1 = _task_rows(t, nrb, rows_per, ho)
             plane = xs[pl]
+            oplane = os_[pl]
+            iplane = is_[pl]
             for oy in range(oy0, oy1):
                 hs = oy * sh - ph
                 i0, i1 = _tap_rows(hs, kh, dh, h)
-                nr = min(3, i1 - i0)
-                ra = hs + i0 * dh
-                rb = hs + (i0 + 1) * dh if nr > 1 else ra
-                rc = hs + (i0 + 2) * dh if nr > 2 else ra
-                _fold_rows_idx(mid, mi, plane[ra], plane[rb], plane[rc], nr,
-                               ra * w_in, rb * w_in, rc * w_in)
-                for i in range(i0 + 3, i1):
-                    r = hs + i * dh
-                    _fold_row_idx(mid, mi, plane[r], r * w_in)
-                _row_pass_idx(os_[pl, oy], is_[pl, oy], col, ci, kw, sw, dw)
+                _fold_rows_idx(mid, mi, tmp, ti, plane, hs + i0 * dh, i1 - i0, dh, w_in)
+                _row_pass_idx(oplane, iplane, oy, col, ci, kw, sw, dw)
+
+
+@njit(parallel=True, cache=True)
+def adaptive_max_pool2d_sep(x, out, nchunk, nrb):
+    """Adaptive max pooling, values only: per output row, its window rows folded into one
+    row (vector loops), then each output folds its column range of that row."""
+    n_img, ch, h, w_in = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    planes = n_img * ch
+    xs = x.reshape(planes, h, w_in)
+    os_ = out.reshape(planes, ho, wo)
+    rows_per = (ho + nrb - 1) // nrb
+    ntask = planes * nrb
+    for c in prange(nchunk):
+        col = np.empty(w_in, dtype=x.dtype)
+        tmp = np.empty(w_in, dtype=x.dtype)
+        for t in range(c * ntask // nchunk, (c + 1) * ntask // nchunk):
+            pl, oy0, oy1 = _task_rows(t, nrb, rows_per, ho)
+            plane = xs[pl]
+            for oy in range(oy0, oy1):
+                h0 = (oy * h) // ho
+                h1 = ((oy + 1) * h + ho - 1) // ho
+                _fold_rows_val(col, tmp, plane, h0, h1 - h0, 1)
+                orow = os_[pl, oy]
+                for ox in range(wo):
+                    w0 = (ox * w_in) // wo
+                    w1 = ((ox + 1) * w_in + wo - 1) // wo
+                    m = col[w0]
+                    for q in range(w0 + 1, w1):
+                        v = col[q]
+                        m = v if _mx(v, m) else m
+                    orow[ox] = m
+
+
+@njit(parallel=True, cache=True)
+def adaptive_max_pool2d_sep_idx(x, out, idx, nchunk, nrb):
+    """As adaptive_max_pool2d_sep, with int64 flat indices (order-free combine across columns)."""
+    n_img, ch, h, w_in = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    planes = n_img * ch
+    xs = x.reshape(planes, h, w_in)
+    os_ = out.reshape(planes, ho, wo)
+    is_ = idx.reshape(planes, ho, wo)
+    rows_per = (ho + nrb - 1) // nrb
+    ntask = planes * nrb
+    for c in prange(nchunk):
+        col = np.empty(w_in, dtype=x.dtype)
+        ci = np.empty(w_in, dtype=np.int64)
+        tmp = np.empty(w_in, dtype=x.dtype)
+        ti = np.empty(w_in, dtype=np.int64)
+        for t in range(c * ntask // nchunk, (c + 1) * ntask // nchunk):
+            pl, oy0, oy1 = _task_rows(t, nrb, rows_per, ho)
+            plane = xs[pl]
+            for oy in range(oy0, oy1):
+                h0 = (oy * h) // ho
+                h1 = ((oy + 1) * h + ho - 1) // ho
+                _fold_rows_idx(col, ci, tmp, ti, plane, h0, h1 - h0, 1, w_in)
+                orow = os_[pl, oy]
+                irow = is_[pl, oy]
+                for ox in range(wo):
+                    w0 = (ox * w_in) // wo
+                    w1 = ((ox + 1) * w_in + wo - 1) // wo
+                    m = col[w0]
+                    bi = ci[w0]
+                    for q in range(w0 + 1, w1):
+                        v = col[q]
+                        iv = ci[q]
+                        t_ = _take(m, bi, v, iv)
+                        m = v if t_ else m
+                        bi = iv if t_ else bi
+                    orow[ox] = m
+                    irow[ox] = bi

@@ -698,6 +698,12 @@ def adaptive_max_pool2d(x, p):
     k = _pool()
     x, out = _input_and_output(x, p)
     idx = _indices_or_dummy(p)
+    if out.size == 0:
+        return (out, idx) if p.return_indices else out
+    nchunk, nrb = _pool_tasks(p.n * p.c, p.h_out)
     with _parallel_region():
-        k.adaptive_max_pool2d_planes(x, out, idx, p.return_indices)
+        if p.return_indices:
+            k.adaptive_max_pool2d_sep_idx(x, out, idx, nchunk, nrb)
+        else:
+            k.adaptive_max_pool2d_sep(x, out, nchunk, nrb)
     return (out, idx) if p.return_indices else out
