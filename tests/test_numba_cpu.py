@@ -188,8 +188,9 @@ def test_conv_transpose2d_phase_col2im_chunks_and_stride1(monkeypatch, rng):
     ((16, 32, 112, 112), (32, 1, 3, 3), {"padding": 1, "groups": 32}, "direct"),  # depthwise
     ((1, 1, 1024, 1024), (1, 1, 5, 5), {"padding": "same"}, "direct"),   # image filter
     ((256, 1, 32, 32), (6, 1, 5, 5), {}, "direct"),                      # LeNet C1, K=25
-    ((256, 6, 14, 14), (16, 6, 5, 5), {}, "direct"),                     # LeNet C3, flat
-    ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1}, "im2col"),
+    ((256, 6, 14, 14), (16, 6, 5, 5), {}, "direct"),                     # LeNet C3
+    ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1}, "direct"),
+    ((8, 128, 56, 56), (128, 128, 3, 3), {"padding": 1, "stride": 2}, "direct"),
     ((8, 256, 56, 56), (64, 256, 1, 1), {}, "im2col"),
     ((8, 512, 7, 7), (512, 512, 3, 3), {"padding": 1}, "im2col"),
 ])
@@ -212,10 +213,11 @@ def test_conv_transpose2d_auto_rule():
 @pytest.mark.parametrize("xs, ws, kw, path", [
     ((2, 3, 9, 9), (3, 1, 3, 3), {"padding": 1, "groups": 3}, "conv2d/direct/plane"),
     ((1, 1, 200, 300), (1, 1, 5, 5), {"padding": 2}, "conv2d/direct/plane"),
-    ((3, 1, 12, 12), (6, 1, 5, 5), {}, "conv2d/direct/flat"),
+    ((2, 2, 9, 9), (6, 1, 3, 3), {"padding": 1, "groups": 2}, "conv2d/direct/plane"),
+    ((3, 1, 12, 12), (6, 1, 5, 5), {}, "conv2d/direct/igemm"),
     ((2, 4, 10, 9), (6, 2, 3, 3), {"padding": 1, "groups": 2,
-                                   "padding_mode": "circular"}, "conv2d/direct/flat"),
-    ((1, 3, 10, 12), (5, 3, 3, 3), {"stride": 2, "padding": 1}, "conv2d/direct"),
+                                   "padding_mode": "circular"}, "conv2d/direct/igemm"),
+    ((1, 3, 10, 12), (5, 3, 3, 3), {"stride": 2, "padding": 1}, "conv2d/direct/igemm"),
 ])
 def test_direct_paths(rng, xs, ws, kw, path):
     x = random_array(rng, xs, "float32")

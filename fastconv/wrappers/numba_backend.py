@@ -8,13 +8,16 @@ from Numba's on-disk cache by later processes.
 Algorithms
 ----------
 conv2d
-    ``direct``  no GEMM, no workspace beyond a few rows / one image's padded
-                planes per worker; three kernels (``kernels/cpu_conv.py``):
-                depthwise / single-channel at stride 1 -> version 5 (ring of
-                padded rows, 9 taps of a 3x3 fused); stride 1 on small planes
-                (Ho*Wp <= :data:`FLAT_MAX_PIXELS`) -> version 7 (flattened
-                planes, long passes); otherwise version 1 (row-blocked,
-                2 output channels x 3 fused taps per inner loop).
+    ``direct``  no GEMM library: the register-blocked direct convolution of
+                ``kernels/cpu_igemm.py`` (stride-phase planes of the input in a
+                workspace capped like im2col's, an LLVM-IR microkernel keeping
+                4x24 / 6x16 outputs in AVX registers over the reduction; host
+                side in :mod:`fastconv.wrappers.numba_igemm`); depthwise-like
+                layers at stride 1 (one input channel and fewer than
+                :data:`IGEMM_MIN_GROUP_OUT` output channels per group) ->
+                ``conv2d_plane_direct`` (version 5, ring of padded rows);
+                when one image's planes exceed the cap -> version 1
+                (row-blocked, no workspace beyond one row).
     ``im2col``  im2col into a capped workspace + BLAS GEMM (NumPy matmul ->
                 OpenBLAS).  At stride 1 the "wide" form (:func:`wide_im2col_images`)
                 copies whole padded planes instead of output rows.  1x1
@@ -252,28 +255,35 @@ def _is_plane_case(p) -> bool:
     return p.c_in // p.groups == 1 and p.stride == (1, 1)
 
 
-#: Largest Ho*Wp (padded-width output plane) for the flattened direct kernel.
-FLAT_MAX_PIXELS = 4096
+#: Depthwise-like layers (one input channel per group, stride 1) with fewer
+#: output channels per group than this run ``conv2d_plane_direct``; with more
+#: (LeNet-5 C1: 6) the register-blocked kernel reuses each input load across
+#: channels (C1 on one core: 1.45 ms against 1.91 for the former flat kernel).
+IGEMM_MIN_GROUP_OUT = 4
 
 
-def _is_flat_case(p) -> bool:
-    """Stride 1, small planes: ``conv2d_direct_flat`` (long passes over flat planes)."""
-    wp = p.w + p.padding[2] + p.padding[3]
-    return (p.stride == (1, 1) and p.h_out * wp <= FLAT_MAX_PIXELS
-            and 2 * wp <= 3 * p.w_out)
+def _igemm():
+    return _kernel_module("cpu_igemm")
+
+
+def igemm_plan(p, itemsize: int, cap: int | None = None):
+    """The register-blocked direct kernel's plan for ``p`` (None: one image exceeds the cap)."""
+    from . import numba_igemm
+    cap = IM2COL_WORKSPACE_BYTES if cap is None else cap
+    return numba_igemm.plan(p, itemsize, _threads(), cap)
 
 
 @register("conv2d", "numba", "direct",
-          "register-blocked direct convolution (2 output channels x output row per inner "
-          "loop, 3 taps fused for kw=3), no workspace, parallel over (image, group, channel "
-          "block, row block); depthwise/single-channel stride-1 cases use a ring of padded "
-          "rows and fuse all 9 taps of a 3x3")
+          "register-blocked direct convolution: stride-phase planes of the input, an "
+          "LLVM-IR microkernel holding 4x24 (or 6x16) outputs in AVX registers over the "
+          "whole reduction (implicit GEMM, nothing like im2col materialized), cache-blocked; "
+          "depthwise-like stride-1 layers use a ring of padded rows")
 def conv2d_direct(x, weight, bias, p):
     k = _conv()
     x, w, b, has_bias, out = _conv_operands(x, weight, bias, p)
     threads = _threads()
     rmap, cmap = _maps(p)
-    if _is_plane_case(p) and not (_is_flat_case(p) and p.c_out // p.groups >= 2):
+    if _is_plane_case(p) and p.c_out // p.groups < IGEMM_MIN_GROUP_OUT:
         rows = _row_blocks(p.h_out, p.n * p.c_out, threads)
         total = p.n * p.c_out * (-(-p.h_out // rows))
         nworkers = max(1, min(total, 4 * threads))
@@ -284,19 +294,14 @@ def conv2d_direct(x, weight, bias, p):
             k.conv2d_plane_direct(x, w, b, out, rmap, cmap, p.padding[2], p.dilation[0],
                                   p.dilation[1], rows, nworkers, scratch)
         return out
-    og = p.c_out // p.groups
-    if _is_flat_case(p):
-        hp, wp = rmap.shape[0], cmap.shape[0]
-        cg = p.c_in // p.groups
-        total = p.n * p.groups * (-(-og // 4))
-        nworkers = max(1, min(total, threads))
-        pad_scr = _workspace("flat_pad", (nworkers, cg * (hp + 1) * wp), x.dtype)
-        acc_scr = _workspace("flat_acc", (nworkers, 4 * p.h_out * wp), x.dtype)
-        PATH_COUNTS["conv2d/direct/flat"] += 1
+    plan = igemm_plan(p, x.dtype.itemsize)
+    if plan is not None:
+        from . import numba_igemm
+        PATH_COUNTS["conv2d/direct/igemm"] += 1
         with _parallel_region():
-            k.conv2d_direct_flat(x, w, b, out, rmap, cmap, p.padding[2], p.dilation[0],
-                                 p.dilation[1], p.groups, nworkers, pad_scr, acc_scr)
+            numba_igemm.run(_igemm(), x, w, b, out, p, plan, rmap, cmap, threads, _workspace)
         return out
+    og = p.c_out // p.groups
     tasks = p.n * p.groups * (-(-og // 4))
     rows = _row_blocks(p.h_out, tasks, threads)
     total = tasks * (-(-p.h_out // rows))
@@ -461,26 +466,25 @@ def conv2d_im2col(x, weight, bias, p):
 
 @register_chooser("conv2d", "numba")
 def choose_conv2d(p) -> str:
-    """The "auto" rule: direct where GEMM has too little to chew on, im2col elsewhere.
+    """The "auto" rule: the register-blocked direct kernel except where GEMM wins.
 
-    * depthwise-like convolutions (one input channel per group) -> direct:
-      a GEMM with K = kh*kw per group is memory-bound, the direct kernel
-      streams each plane once;
-    * short reductions (C_in/G*kh*kw < 32, e.g. LeNet C1, single-channel
-      image filters) -> direct: a GEMM with such a K runs far below peak and
-      im2col would multiply the memory traffic by kh*kw;
-    * stride 1 on small planes (Ho*Wp <= FLAT_MAX_PIXELS) with K <= 256,
-      not 1x1 (LeNet C3) -> direct (the flattened-plane kernel): as fast as
-      im2col + GEMM on one core and one parallel region instead of four;
-    * everything else -> im2col (+ OpenBLAS, ~170 GFLOP/s here against
-      ~60-100 for the direct kernel).
+    * 1x1 stride-1 unpadded convolutions -> im2col (which is then no im2col
+      at all: the input already is the GEMM operand, OpenBLAS runs it);
+    * small output planes with long reductions (``Ho*Wo <`` :data:`DIRECT_MIN_PIXELS`
+      and ``C_in/G*kh*kw >= 1024``, e.g. ResNet-50 conv5 3x3 512 on 7x7) -> im2col:
+      each image gives the direct kernel only a few tiles per weight chunk;
+    * everything else -> direct (depthwise-like layers through the plane kernel).
     """
-    cg = p.c_in // p.groups
-    if cg == 1 or cg * p.kh * p.kw < 32:
-        return "direct"
-    if _is_flat_case(p) and cg * p.kh * p.kw <= 256 and not _is_pointwise(p):
-        return "direct"
-    return "im2col"
+    if _is_pointwise(p):
+        return "im2col"
+    if (p.h_out * p.w_out < DIRECT_MIN_PIXELS
+            and (p.c_in // p.groups) * p.kh * p.kw >= 1024):
+        return "im2col"
+    return "direct"
+
+
+#: See :func:`choose_conv2d`.
+DIRECT_MIN_PIXELS = 196
 
 
 # --------------------------------------------------------------------------

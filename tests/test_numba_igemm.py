@@ -1,0 +1,132 @@
+"""The register-blocked direct convolution of the "numba" backend (kernels/cpu_igemm.py).
+
+The shared backend tests cover it through ``algorithm="direct"``; these add
+the cases that steer its internal choices: both register blocks, float64
+(4-wide vectors), reductions split into chunks, several images per task,
+row bands, stride phases with dilation, image chunks under a small workspace
+cap, the no-workspace fallback, and the guard that stops the raw-pointer
+microkernel from ever reading past its buffers.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv.arguments import parse_conv2d
+from fastconv.testing import assert_close, random_array
+
+pytest.importorskip("numba")
+
+from fastconv.wrappers import numba_backend as nb  # noqa: E402
+from fastconv.wrappers import numba_igemm  # noqa: E402
+
+
+def _ref(x, w, b, **kw):
+    """The NumPy reference (float64)."""
+    return fc.conv2d(x.astype(np.float64), w.astype(np.float64),
+                     None if b is None else b.astype(np.float64), backend="numpy", **kw)
+
+
+def _run(x, w, b, **kw):
+    before = nb.PATH_COUNTS["conv2d/direct/igemm"]
+    out = fc.conv2d(x, w, b, backend="numba", algorithm="direct", **kw)
+    assert nb.PATH_COUNTS["conv2d/direct/igemm"] == before + 1, "igemm path not taken"
+    return out
+
+
+CASES = [
+    # (input, weight, kwargs): what each exercises
+    ((2, 6, 14, 14), (16, 6, 5, 5), {}),                                   # 4x3 block, LeNet C3
+    ((2, 3, 11, 13), (6, 3, 3, 3), {"padding": 1}),                        # 6x2 block, exact
+    ((1, 5, 9, 10), (7, 5, 3, 3), {"padding": (2, 1)}),                    # padded channels
+    ((3, 4, 17, 15), (5, 4, 3, 3), {"stride": 2, "padding": 1}),           # 4 phases
+    ((1, 3, 23, 29), (4, 3, 5, 3), {"stride": (3, 2), "dilation": (2, 3), "padding": 2}),
+    ((2, 6, 12, 11), (9, 2, 3, 3), {"groups": 3, "padding": 1,
+                                    "padding_mode": "reflect"}),
+    ((1, 4, 8, 9), (4, 4, 3, 2), {"padding": (1, 2), "padding_mode": "replicate"}),
+    ((2, 2, 7, 7), (6, 2, 3, 3), {"padding": 2, "padding_mode": "circular"}),
+    ((1, 64, 20, 21), (10, 64, 3, 3), {"padding": 1}),                     # several K chunks
+    ((1, 2, 60, 70), (8, 2, 3, 3), {"padding": 1}),                        # row bands
+    ((40, 3, 6, 5), (8, 3, 2, 2), {}),                                     # images per task
+    ((1, 3, 30, 31), (9, 3, 11, 11), {"stride": 4, "padding": 2}),         # AlexNet-like
+    ((2, 3, 1, 1), (5, 3, 1, 1), {"padding": 1}),                          # 1x1 input, padded
+    ((1, 2, 5, 40), (4, 2, 1, 7), {"padding": "same"}),
+    ((1, 1, 4, 4), (8, 1, 4, 4), {}),                                      # one output pixel
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("xs, ws, kw", CASES)
+def test_igemm_matches_reference(rng, dtype, xs, ws, kw):
+    x = random_array(rng, xs, dtype)
+    w = random_array(rng, ws, dtype)
+    b = random_array(rng, (ws[0],), dtype)
+    assert_close(_run(x, w, b, **kw), _ref(x, w, b, **kw), dtype, f"{xs} {ws} {kw}")
+    assert_close(_run(x, w, None, **kw), _ref(x, w, None, **kw), dtype, "no bias")
+
+
+def test_igemm_image_chunks_under_a_small_cap(rng, monkeypatch):
+    x = random_array(rng, (7, 3, 9, 8), "float32")
+    w = random_array(rng, (5, 3, 3, 3), "float32")
+    p = parse_conv2d(x.shape, w.shape, padding=1)
+    one_image = numba_igemm.plan(p, 4, 2, 1 << 30).blen * 4
+    monkeypatch.setattr(nb, "IM2COL_WORKSPACE_BYTES", 2 * one_image + 8)
+    assert nb.igemm_plan(p, 4).images_per_chunk == 2
+    assert_close(_run(x, w, None, padding=1), _ref(x, w, None, padding=1), "float32", "chunks")
+
+
+def test_fallback_without_workspace_when_one_image_exceeds_the_cap(rng, monkeypatch):
+    monkeypatch.setattr(nb, "IM2COL_WORKSPACE_BYTES", 256)
+    x = random_array(rng, (2, 3, 12, 12), "float32")
+    w = random_array(rng, (5, 3, 3, 3), "float32")
+    before = nb.PATH_COUNTS["conv2d/direct"]
+    out = fc.conv2d(x, w, None, padding=1, backend="numba", algorithm="direct")
+    assert nb.PATH_COUNTS["conv2d/direct"] == before + 1
+    assert_close(out, _ref(x, w, None, padding=1), "float32", "fallback")
+
+
+@pytest.mark.parametrize("xs, ws, kw", CASES[:6])
+def test_plan_is_consistent(xs, ws, kw):
+    p = parse_conv2d(xs, ws, **kw)
+    for threads in (1, 2, 7):
+        pl = numba_igemm.plan(p, 4, threads, 1 << 26)
+        assert pl.kc >= 1 and pl.mc % pl.mr == 0 and pl.ldc % pl.tile == 0
+        assert pl.ldc >= pl.band_rows * pl.wq
+        assert pl.imgs_per_task == 1 or pl.band_rows == p.h_out
+        # every read of every tap stays inside an image's buffer
+        last = (p.groups - 1) * pl.gstride + int(pl.offs.max()) + \
+            -(-p.h_out * pl.wq // pl.tile) * pl.tile
+        assert last <= pl.blen
+
+
+def test_conv_tiles_refuses_a_short_buffer(rng):
+    """The microkernel reads raw pointers: a buffer too short must raise, not be read past."""
+    k = nb._igemm()
+    x = random_array(rng, (1, 3, 10, 10), "float32")
+    w = random_array(rng, (4, 3, 3, 3), "float32")
+    p = parse_conv2d(x.shape, w.shape, padding=1)
+    pl = numba_igemm.plan(p, 4, 1, 1 << 26)
+    apack = numba_igemm.pack_weights(w, 1, pl.nblk, pl.mr)
+    out = np.empty(p.output_shape, np.float32)
+    bias = np.zeros(4, np.float32)
+    short = np.zeros((1, pl.blen - pl.tile), np.float32)
+    scratch = np.zeros((1, pl.scratch_len()), np.float32)
+    with pytest.raises(IndexError):
+        k.conv_tiles(short, 1, 0, pl.offs, apack, bias, out, 1, pl.gstride, pl.wq,
+                     pl.imgs_per_task, pl.band_rows, pl.kc, pl.mc, pl.shape_id, 1, scratch)
+    with pytest.raises(IndexError):
+        k.conv_tiles(np.zeros((1, pl.blen), np.float32), 1, 0, pl.offs, apack, bias, out, 1,
+                     pl.gstride, pl.wq, pl.imgs_per_task, pl.band_rows, pl.kc, pl.mc,
+                     pl.shape_id, 1, scratch[:, :-1])
+
+
+def test_non_finite_values_propagate(rng):
+    x = random_array(rng, (1, 3, 8, 8), "float32")
+    w = random_array(rng, (5, 3, 3, 3), "float32")
+    x[0, 1, 4, 4] = np.nan
+    x[0, 2, 0, 0] = np.inf
+    got = _run(x, w, None, padding=1)
+    want = _ref(x, w, None, padding=1)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.array_equal(np.isinf(got), np.isinf(want))
