@@ -192,70 +192,82 @@ _mk_6x2 = _make_microkernel(6, 2)
 
 
 @njit(parallel=True, cache=True)
-def phase_planes(x, n0, nb, rmap, cmap, pl, sh, sw, hq, wq, buf):
-    """buf[nn, ((c*sh + ry)*sw + rx)*Hq*Wq + qy*Wq + qx] = xp[n0+nn, c, qy*sh+ry, qx*sw+rx].
+def phase_planes(x, n0, nb, rmap, cmap, pl, sh, sw, hq, wq, pstride, buf):
+    """buf[nn, ((c*sh + ry)*sw + rx)*pstride + qy*Wq + qx] = xp[n0+nn, c, qy*sh+ry, qx*sw+rx].
 
     ``xp`` through the padding index maps (-1: zero; positions past the
     padded extent: zero).  Every element of ``buf[nn]`` past the planes is
-    zeroed (the wide columns and the last tile read into it).
-    buf: (>= nb, >= C*sh*sw*Hq*Wq).
+    zeroed (the wide columns and the last tile read into it), and so are the
+    ``pstride - Hq*Wq`` elements after each plane (``pstride`` is an odd number
+    of cache lines: planes a power-of-two multiple of 64 bytes apart would map
+    a tile's windows to a few L1 sets).  buf: (>= nb, >= C*sh*sw*pstride).
     """
     c_in = x.shape[1]
     hp = rmap.shape[0]
     wp = cmap.shape[0]
     win = x.shape[3]
     plane = hq * wq
-    used = c_in * sh * sw * plane
+    used = c_in * sh * sw * pstride
     for t in prange(nb * c_in):
         nn = t // c_in
         c = t % c_in
         xn = x[n0 + nn]
         bn = buf[nn]
+        tmp = np.empty(wq * sw, dtype=buf.dtype)
         if c == 0:
             for q in range(used, bn.shape[0]):
                 bn[q] = 0.0
         for ry in range(sh):
             for rx in range(sw):
-                base = ((c * sh + ry) * sw + rx) * plane
-                for qy in range(hq):
-                    dst = bn[base + qy * wq:base + (qy + 1) * wq]
-                    pr = qy * sh + ry
-                    sr = rmap[pr] if pr < hp else -1
-                    if sr < 0:
+                base = ((c * sh + ry) * sw + rx) * pstride
+                for q in range(base + plane, base + pstride):
+                    bn[q] = 0.0
+            for qy in range(hq):
+                pr = qy * sh + ry
+                sr = rmap[pr] if pr < hp else -1
+                if sr < 0:
+                    for rx in range(sw):
+                        base = ((c * sh + ry) * sw + rx) * pstride + qy * wq
+                        dst = bn[base:base + wq]
                         for q in range(wq):
                             dst[q] = 0.0
-                        continue
-                    srow = xn[c, sr]
-                    if sw == 1:
-                        # interior: one contiguous copy; borders through the map
-                        for q in range(pl):
-                            s = cmap[q]
-                            dst[q] = srow[s] if s >= 0 else 0.0
-                        inner = dst[pl:pl + win]
-                        for q in range(win):
-                            inner[q] = srow[q]
-                        for q in range(pl + win, wq):
-                            s = cmap[q] if q < wp else -1
-                            dst[q] = srow[s] if s >= 0 else 0.0
-                    else:
-                        # interior columns q in [q0, q1): padded column q*sw + rx is
-                        # source column q*sw + rx - pl, a strided copy
-                        q0 = min(wq, max(0, (pl - rx + sw - 1) // sw))
-                        q1 = max(q0, min(wq, (pl + win - rx + sw - 1) // sw))
-                        for q in range(q0):
-                            pc = q * sw + rx
-                            s = cmap[pc] if pc < wp else -1
-                            dst[q] = srow[s] if s >= 0 else 0.0
-                        if q1 > q0:
-                            first = q0 * sw + rx - pl
-                            src = srow[first:first + (q1 - q0 - 1) * sw + 1:sw]
-                            inner = dst[q0:q1]
-                            for q in range(q1 - q0):
-                                inner[q] = src[q]
-                        for q in range(q1, wq):
-                            pc = q * sw + rx
-                            s = cmap[pc] if pc < wp else -1
-                            dst[q] = srow[s] if s >= 0 else 0.0
+                    continue
+                srow = xn[c, sr]
+                if sw == 1:
+                    base = (c * sh + ry) * pstride + qy * wq
+                    _padded_row_into(srow, cmap, pl, win, wp, bn[base:base + wq])
+                    continue
+                # the padded row once, zero-extended to Wq*sw, then each
+                # phase is one strided read of it
+                _padded_row_into(srow, cmap, pl, win, wp, tmp)
+                b0 = ((c * sh + ry) * sw) * pstride + qy * wq
+                if sw == 2:
+                    d0 = bn[b0:b0 + wq]
+                    d1 = bn[b0 + pstride:b0 + pstride + wq]
+                    for q in range(wq):
+                        d0[q] = tmp[2 * q]
+                        d1[q] = tmp[2 * q + 1]
+                else:
+                    for rx in range(sw):
+                        d = bn[b0 + rx * pstride:b0 + rx * pstride + wq]
+                        for q in range(wq):
+                            d[q] = tmp[q * sw + rx]
+
+
+@njit(cache=True, inline="always")
+def _padded_row_into(srow, cmap, pl, win, wp, dst):
+    """dst[q] = padded row at column q (zero past the padded width Wp); interior copied."""
+    n = dst.shape[0]
+    for q in range(min(pl, n)):
+        s = cmap[q]
+        dst[q] = srow[s] if s >= 0 else 0.0
+    if pl + win <= n:
+        inner = dst[pl:pl + win]
+        for q in range(win):
+            inner[q] = srow[q]
+    for q in range(pl + win, n):
+        s = cmap[q] if q < wp else -1
+        dst[q] = srow[s] if s >= 0 else 0.0
 
 
 @njit(parallel=True, cache=True)
