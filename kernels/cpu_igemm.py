@@ -271,9 +271,13 @@ def _padded_row_into(srow, cmap, pl, win, wp, dst):
 
 
 @njit(parallel=True, cache=True)
-def conv_tiles(buf, nb, n0, offs, apack, bias, out, groups, gstride, wq, imgs_per_task,
-               band_rows, kc, mc, shape_id, nworkers, scratch):
-    """out[n0+nn, g*Og + o, oy, ox] = bias + sum_k apack[g, o//MR, k, o%MR] * buf[nn, g*gstride + off[k] + oy*Wq + ox].
+def conv_tiles(buf, nb, n0, offs, apack, bias, out, groups, gstride, wq, ho, wo, ry, rx, osy,
+               osx, imgs_per_task, band_rows, kc, mc, shape_id, nworkers, scratch):
+    """out[n0+nn, g*Og + o, ry + oy*osy, rx + ox*osx] = bias + sum_k apack[g, o//MR, k, o%MR] * buf[nn, g*gstride + off[k] + oy*Wq + ox].
+
+    for ``oy < ho``, ``ox < wo``: a convolution writes its whole output
+    (ry = rx = 0, osy = osx = 1); a transposed convolution one output phase
+    per call (version 2).
 
     apack: (G, nblk, K, MR) packed weights (zero rows past Og); offs: (K,)
     int64 tap offsets.  A task is (group, block of ``imgs_per_task`` images,
@@ -286,8 +290,6 @@ def conv_tiles(buf, nb, n0, offs, apack, bias, out, groups, gstride, wq, imgs_pe
     ``ldc = ceil(band_rows*Wq/T)*T`` (``T = NV*VW``).
     """
     og = out.shape[1] // groups
-    ho = out.shape[2]
-    wo = out.shape[3]
     nblk = apack.shape[1]
     kk = offs.shape[0]
     mr = apack.shape[3]
@@ -311,6 +313,9 @@ def conv_tiles(buf, nb, n0, offs, apack, bias, out, groups, gstride, wq, imgs_pe
     blen = buf.shape[1]
     if apack.shape[0] != groups or apack.shape[2] != kk or copad < og or mr != (4, 6)[shape_id]:
         raise IndexError("conv_tiles: packed weights do not match the output")
+    if (ry + (ho - 1) * osy >= out.shape[2] or rx + (wo - 1) * osx >= out.shape[3]
+            or wo > wq):
+        raise IndexError("conv_tiles: output phase outside the output")
     if (buf.shape[0] < nb or scratch.shape[0] < nworkers
             or scratch.shape[1] < imgs_per_task * copad * ldc or kc < 1 or mc < mr):
         raise IndexError("conv_tiles: buffers too small")
@@ -363,6 +368,10 @@ def conv_tiles(buf, nb, n0, offs, apack, bias, out, groups, gstride, wq, imgs_pe
                     for oy in range(r0, r1):
                         s0 = (j * copad + m) * ldc + (oy - r0) * wq
                         src = scr[s0:s0 + wo]
-                        d = dst[oy]
-                        for q in range(wo):
-                            d[q] = src[q]
+                        d = dst[ry + oy * osy]
+                        if osx == 1:
+                            for q in range(wo):
+                                d[q] = src[q]
+                        else:
+                            for q in range(wo):
+                                d[rx + q * osx] = src[q]

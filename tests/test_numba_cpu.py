@@ -204,6 +204,9 @@ def test_conv_transpose2d_auto_rule():
     _, impl = fc.plan("conv_transpose2d", np.empty((16, 64, 28, 28), np.float32),
                       np.empty((64, 32, 4, 4), np.float32), stride=2, padding=1,
                       backend="numba")
+    assert impl.algorithm == "direct"
+    _, impl = fc.plan("conv_transpose2d", np.empty((16, 256, 14, 14), np.float32),
+                      np.empty((256, 128, 2, 2), np.float32), stride=2, backend="numba")
     assert impl.algorithm == "gemm"
     _, impl = fc.plan("conv_transpose2d", np.empty((1, 8, 8, 8), np.float32),
                       np.empty((8, 1, 3, 3), np.float32), groups=8, backend="numba")

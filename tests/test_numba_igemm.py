@@ -112,13 +112,19 @@ def test_conv_tiles_refuses_a_short_buffer(rng):
     bias = np.zeros(4, np.float32)
     short = np.zeros((1, pl.blen - pl.tile), np.float32)
     scratch = np.zeros((1, pl.scratch_len()), np.float32)
+    geometry = (p.h_out, p.w_out, 0, 0, 1, 1)
     with pytest.raises(IndexError):
-        k.conv_tiles(short, 1, 0, pl.offs, apack, bias, out, 1, pl.gstride, pl.wq,
+        k.conv_tiles(short, 1, 0, pl.offs, apack, bias, out, 1, pl.gstride, pl.wq, *geometry,
                      pl.imgs_per_task, pl.band_rows, pl.kc, pl.mc, pl.shape_id, 1, scratch)
+    full = np.zeros((1, pl.blen), np.float32)
     with pytest.raises(IndexError):
-        k.conv_tiles(np.zeros((1, pl.blen), np.float32), 1, 0, pl.offs, apack, bias, out, 1,
-                     pl.gstride, pl.wq, pl.imgs_per_task, pl.band_rows, pl.kc, pl.mc,
-                     pl.shape_id, 1, scratch[:, :-1])
+        k.conv_tiles(full, 1, 0, pl.offs, apack, bias, out, 1, pl.gstride, pl.wq, *geometry,
+                     pl.imgs_per_task, pl.band_rows, pl.kc, pl.mc, pl.shape_id, 1,
+                     scratch[:, :-1])
+    with pytest.raises(IndexError):  # an output phase reaching past the output
+        k.conv_tiles(full, 1, 0, pl.offs, apack, bias, out, 1, pl.gstride, pl.wq, p.h_out,
+                     p.w_out, 1, 0, 1, 1, pl.imgs_per_task, pl.band_rows, pl.kc, pl.mc,
+                     pl.shape_id, 1, scratch)
 
 
 def test_non_finite_values_propagate(rng):
@@ -130,3 +136,61 @@ def test_non_finite_values_propagate(rng):
     want = _ref(x, w, None, padding=1)
     assert np.array_equal(np.isnan(got), np.isnan(want))
     assert np.array_equal(np.isinf(got), np.isinf(want))
+
+
+# --------------------------------------------------------------------------
+# conv_transpose2d through one register-blocked convolution per output phase
+# --------------------------------------------------------------------------
+def _ref_t(x, w, b, **kw):
+    return fc.conv_transpose2d(x.astype(np.float64), w.astype(np.float64),
+                               None if b is None else b.astype(np.float64), backend="numpy",
+                               **kw)
+
+
+T_CASES = [
+    ((2, 8, 7, 9), (8, 6, 4, 4), {"stride": 2, "padding": 1}),            # DCGAN-like
+    ((2, 8, 5, 4), (8, 5, 2, 2), {"stride": 2}),                          # one tap per phase
+    ((1, 4, 5, 6), (4, 5, 3, 3), {"padding": 1}),                         # stride 1
+    ((1, 4, 5, 6), (4, 5, 3, 3), {"stride": 3, "padding": 2, "output_padding": 1}),
+    ((1, 8, 5, 6), (8, 3, 3, 3), {"stride": 2, "padding": 1, "output_padding": 1,
+                                  "dilation": 2, "groups": 2}),
+    ((1, 4, 4, 4), (4, 5, 1, 1), {"stride": 3}),                          # phases with no tap
+    ((2, 8, 3, 5), (8, 2, 5, 5), {"stride": 2, "padding": 3, "output_padding": 1,
+                                  "groups": 2}),
+    ((1, 4, 1, 1), (4, 6, 3, 3), {"stride": 2}),
+    ((3, 5, 6, 7), (5, 7, 3, 2), {"stride": (2, 3), "padding": (1, 0),
+                                  "dilation": (1, 2)}),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("xs, ws, kw", T_CASES)
+def test_transposed_igemm_matches_reference(rng, dtype, xs, ws, kw):
+    x = random_array(rng, xs, dtype)
+    w = random_array(rng, ws, dtype)
+    b = random_array(rng, (ws[1] * kw.get("groups", 1),), dtype)
+    for bias in (b, None):
+        before = nb.PATH_COUNTS["conv_transpose2d/direct/igemm"]
+        got = fc.conv_transpose2d(x, w, bias, backend="numba", algorithm="direct", **kw)
+        assert nb.PATH_COUNTS["conv_transpose2d/direct/igemm"] == before + 1
+        assert_close(got, _ref_t(x, w, bias, **kw), dtype, f"{xs} {ws} {kw}")
+
+
+def test_transposed_plan_phases_cover_every_tap_once():
+    """Every (output phase, tap) pair of PyTorch's rule appears in exactly one phase."""
+    from fastconv.arguments import parse_conv_transpose2d
+    for xs, ws, kw in T_CASES:
+        p = parse_conv_transpose2d(xs, ws, **kw)
+        tp = numba_igemm.plan_transposed(p, 4, 2, 1 << 26)
+        seen = set()
+        for ry, rx, rows, cols, offs, ti, tj, _ in tp.phases:
+            assert rows == len(range(ry, p.h_out, p.stride[0]))
+            assert cols == len(range(rx, p.w_out, p.stride[1]))
+            for i in ti:
+                assert (ry + p.padding[0] - i * p.dilation[0]) % p.stride[0] == 0
+            for j in tj:
+                assert (rx + p.padding[1] - j * p.dilation[1]) % p.stride[1] == 0
+            seen |= {(ry, i) for i in ti} | {(rx + 1000, j) for j in tj}
+        for i in range(p.kh):   # each tap row belongs to the phase its residue picks
+            r = (i * p.dilation[0] - p.padding[0]) % p.stride[0]
+            assert (r, i) in seen or r >= p.h_out

@@ -76,16 +76,54 @@ def vector_width(itemsize: int) -> int:
     return 32 // itemsize
 
 
+def _plane_stride(hq: int, wq: int, itemsize: int) -> int:
+    """Elements from one plane to the next: an odd number of 64-byte lines (see phase_planes)."""
+    lines = -(-hq * wq * itemsize // 64)
+    return (lines + 1 - lines % 2) * 64 // itemsize if PAD_PLANES else hq * wq
+
+
+def _register_block(og: int, itemsize: int) -> tuple[int, int, int, int]:
+    """(shape_id, MR, tile, nblk): the block wasting fewer padded channels (ties: 4x3)."""
+    shape_id = 0 if -(-og // 4) * 4 <= -(-og // 6) * 6 else 1
+    mr, nv = MICROKERNELS[shape_id]
+    return shape_id, mr, nv * vector_width(itemsize), -(-og // mr)
+
+
+def _blocking(*, n, groups, cg, og, ho, wq, taps_per_channel, lines_per_channel, itemsize,
+              threads, images, tile, mr, nblk):
+    """(kc, mc, imgs_per_task, band_rows, ldc) for the cache blocking of the module docstring."""
+    copad = nblk * mr
+    cc = max(1, min(cg, B_L1_BYTES // (64 * max(1, lines_per_channel))))
+    kc = max(1, cc * taps_per_channel)
+    mc = max(mr, min(copad, (A_L2_BYTES // (kc * itemsize)) // mr * mr))
+    pix = max(tile, C_L2_BYTES // (copad * itemsize))
+    lb_img = -(-ho * wq // tile) * tile
+    want = 4 * threads
+    if lb_img <= pix:
+        band = ho
+        if images > 1:
+            # small planes: image blocks (a multiple of the thread count) of
+            # >= 16 tiles each, so a weight chunk serves many tiles
+            nbk = threads * max(1, (images * (lb_img // tile)) // (16 * threads))
+            imgs = max(1, min(pix // lb_img * 4, -(-images // nbk)))
+        else:
+            imgs = 1
+    else:
+        imgs, band = 1, max(1, min(ho, pix // wq))
+    while imgs == 1 and band > 1 and groups * images * -(-ho // band) < want:
+        band = -(-band // 2)
+    ldc = -(-band * wq // tile) * tile
+    return kc, mc, imgs, band, ldc
+
+
 def plan(p, itemsize: int, threads: int, cap: int) -> IgemmPlan | None:
-    """The plan for ``p`` (checked ConvParams), or None when one image's planes exceed ``cap``."""
+    """The plan for ``p`` (checked Conv2dParams), or None when one image's planes exceed ``cap``."""
     cg, og = p.c_in // p.groups, p.c_out // p.groups
     (sh, sw), (dh, dw) = p.stride, p.dilation
     pt, pb, pl, pr = p.padding
     hp, wp = p.h + pt + pb, p.w + pl + pr
     hq, wq = -(-hp // sh), -(-wp // sw)
-    # plane stride: an odd number of 64-byte lines (see kernels.cpu_igemm.phase_planes)
-    lines = -(-hq * wq * itemsize // 64)
-    plane = (lines + 1 - lines % 2) * 64 // itemsize if PAD_PLANES else hq * wq
+    plane = _plane_stride(hq, wq, itemsize)
     s = sh * sw
     gstride = cg * s * plane
     c = np.arange(cg, dtype=np.int64)[:, None, None]
@@ -93,55 +131,35 @@ def plan(p, itemsize: int, threads: int, cap: int) -> IgemmPlan | None:
     j = np.arange(p.kw, dtype=np.int64)[None, None, :]
     offs = (((c * sh + (i * dh) % sh) * sw + (j * dw) % sw) * plane
             + ((i * dh) // sh) * wq + (j * dw) // sw).reshape(-1)
-    kk = offs.shape[0]
-    # register block: the one wasting fewer padded channels (ties: 4x3)
-    shape_id = 0 if -(-og // 4) * 4 <= -(-og // 6) * 6 else 1
-    mr, nv = MICROKERNELS[shape_id]
-    tile = nv * vector_width(itemsize)
-    nblk = -(-og // mr)
-    copad = nblk * mr
-    ho, wo = p.h_out, p.w_out
+    shape_id, mr, tile, nblk = _register_block(og, itemsize)
+    ho = p.h_out
     blen = max(p.c_in * s * plane, (p.groups - 1) * gstride + int(offs.max()) + ho * wq + tile)
     if blen * itemsize > cap:
         return None
     # a tile's distinct input lines per channel: one window per kernel row and
     # column phase, each spanning ceil(window bytes / 64) + 1 lines
     window = (tile + ((p.kw - 1) * dw) // sw) * itemsize
-    lines = p.kh * min(p.kw, sw) * (-(-window // 64) + 1)
-    cc = max(1, min(cg, B_L1_BYTES // (64 * lines)))
-    kc = cc * p.kh * p.kw
-    mc = max(mr, min(copad, (A_L2_BYTES // (kc * itemsize)) // mr * mr))
     images = max(1, min(p.n, cap // (blen * itemsize)))
-    pix = max(tile, C_L2_BYTES // (copad * itemsize))
-    lb_img = -(-ho * wq // tile) * tile
-    want = 4 * threads
-    if lb_img <= pix:
-        band = ho
-        nb = images
-        if nb > 1:
-            # small planes: image blocks (a multiple of the thread count) of
-            # >= 16 tiles each, so a weight chunk serves many tiles
-            nbk = threads * max(1, (nb * (lb_img // tile)) // (16 * threads))
-            imgs = max(1, min(pix // lb_img * 4, -(-nb // nbk)))
-        else:
-            imgs = 1
-    else:
-        imgs, band = 1, max(1, min(ho, pix // wq))
-    while imgs == 1 and band > 1 and p.groups * images * -(-ho // band) < want:
-        band = -(-band // 2)
-    ldc = -(-band * wq // tile) * tile
-    return IgemmPlan(hq=hq, pstride=plane, wq=wq, gstride=gstride, blen=blen, offs=offs, shape_id=shape_id,
-                     mr=mr, tile=tile, nblk=nblk, kc=kc, mc=mc, images_per_chunk=images,
-                     imgs_per_task=imgs, band_rows=band, ldc=ldc)
+    kc, mc, imgs, band, ldc = _blocking(
+        n=p.n, groups=p.groups, cg=cg, og=og, ho=ho, wq=wq, taps_per_channel=p.kh * p.kw,
+        lines_per_channel=p.kh * min(p.kw, sw) * (-(-window // 64) + 1), itemsize=itemsize,
+        threads=threads, images=images, tile=tile, mr=mr, nblk=nblk)
+    return IgemmPlan(hq=hq, pstride=plane, wq=wq, gstride=gstride, blen=blen, offs=offs,
+                     shape_id=shape_id, mr=mr, tile=tile, nblk=nblk, kc=kc, mc=mc,
+                     images_per_chunk=images, imgs_per_task=imgs, band_rows=band, ldc=ldc)
 
 
 def pack_weights(weight: np.ndarray, groups: int, nblk: int, mr: int) -> np.ndarray:
     """(G, nblk, K, MR): packed[g, b, k, m] = w[g*Og + b*MR + m, k] (zeros past Og)."""
-    c_out = weight.shape[0]
-    og = c_out // groups
-    kk = int(np.prod(weight.shape[1:]))
-    packed = np.zeros((groups, nblk * mr, kk), dtype=weight.dtype)
-    packed[:, :og] = weight.reshape(groups, og, kk)
+    og = weight.shape[0] // groups
+    return _pack(weight.reshape(groups, og, -1), nblk, mr)
+
+
+def _pack(wk: np.ndarray, nblk: int, mr: int) -> np.ndarray:
+    """wk (G, Og, K) -> (G, nblk, K, MR), zero rows past Og."""
+    groups, og, kk = wk.shape
+    packed = np.zeros((groups, nblk * mr, kk), dtype=wk.dtype)
+    packed[:, :og] = wk
     return np.ascontiguousarray(packed.reshape(groups, nblk, mr, kk).transpose(0, 1, 3, 2))
 
 
@@ -163,6 +181,125 @@ def run(kernels, x, weight, b, out, p, pl_: IgemmPlan, rmap, cmap, threads, work
         kernels.phase_planes(x, n0, nb, rmap, cmap, p.padding[2], sh, sw, pl_.hq, pl_.wq,
                              pl_.pstride, buf)
         kernels.conv_tiles(buf, nb, n0, pl_.offs, apack, b, out, p.groups, pl_.gstride, pl_.wq,
+                           p.h_out, p.w_out, 0, 0, 1, 1,
                            pl_.imgs_per_task, pl_.band_rows, pl_.kc, pl_.mc, pl_.shape_id,
                            nworkers, scratch)
+    return out
+
+
+# --------------------------------------------------------------------------
+# transposed convolution: one stride-1 convolution per output phase
+# --------------------------------------------------------------------------
+def _transposed_axis(size_in: int, size_out: int, k: int, d: int, pad: int, s: int):
+    """Per output phase r < s along one axis: (outputs, [(tap, input offset e)]), and (lo, extent).
+
+    Output ``o = q*s + r`` gathers tap ``t`` from input ``q + e`` when
+    ``r + pad - t*d = e*s`` (PyTorch's ``o + pad = i*s + t*d``).  The input is
+    zero-padded by ``lo`` in front and to ``extent`` in all, so every ``q + e``
+    of every phase lands inside.
+    """
+    phases = []
+    for r in range(s):
+        count = max(0, -(-(size_out - r) // s))
+        taps = [(t, (r + pad - t * d) // s) for t in range(k) if (r + pad - t * d) % s == 0]
+        phases.append((count, taps))
+    es = [e for count, taps in phases if count for _, e in taps]
+    if not es:
+        return phases, 0, max(1, size_in)
+    lo = max(0, -min(es))
+    hi = max(count - 1 + e for count, taps in phases if count for _, e in taps) + 1
+    extent = lo + max(size_in, hi, max(count for count, _ in phases))
+    return phases, lo, extent
+
+
+@dataclass(frozen=True)
+class TransposedPlan:
+    """A transposed convolution as ``sh*sw`` stride-1 convolutions over one padded input."""
+
+    hq: int
+    wq: int
+    top: int           # zero rows above the input
+    left: int          # zero columns left of it
+    pstride: int
+    gstride: int
+    blen: int
+    images_per_chunk: int
+    phases: tuple      # (ry, rx, rows, cols, offs, (i taps), (j taps), IgemmPlan-like blocking)
+    shape_id: int
+    mr: int
+    tile: int
+    nblk: int
+
+
+def plan_transposed(p, itemsize: int, threads: int, cap: int) -> TransposedPlan | None:
+    """The plan for ``p`` (checked ConvTranspose2dParams), or None when one image exceeds ``cap``."""
+    cg, og = p.c_in // p.groups, p.c_out // p.groups
+    (sh, sw), (dh, dw), (ph, pw) = p.stride, p.dilation, p.padding
+    yph, top, hq = _transposed_axis(p.h, p.h_out, p.kh, dh, ph, sh)
+    xph, left, wq = _transposed_axis(p.w, p.w_out, p.kw, dw, pw, sw)
+    plane = _plane_stride(hq, wq, itemsize)
+    gstride = cg * plane
+    shape_id, mr, tile, nblk = _register_block(og, itemsize)
+    c = np.arange(cg, dtype=np.int64)
+    phases, last = [], 0
+    for ry, (rows, ytaps) in enumerate(yph):
+        for rx, (cols, xtaps) in enumerate(xph):
+            if rows == 0 or cols == 0:
+                continue
+            ey = np.array([e for _, e in ytaps], dtype=np.int64) + top
+            ex = np.array([e for _, e in xtaps], dtype=np.int64) + left
+            offs = (c[:, None, None] * plane + ey[None, :, None] * wq
+                    + ex[None, None, :]).reshape(-1)
+            if offs.size:
+                last = max(last, int(offs.max()) + rows * wq + tile)
+            phases.append((ry, rx, rows, cols, offs, tuple(t for t, _ in ytaps),
+                           tuple(t for t, _ in xtaps)))
+    blen = max(p.c_in * plane, (p.groups - 1) * gstride + last)
+    if blen * itemsize > cap:
+        return None
+    images = max(1, min(p.n, cap // (blen * itemsize)))
+    window = (tile + max(0, (p.kw - 1) * dw // sw)) * itemsize
+    full = []
+    for ry, rx, rows, cols, offs, ti, tj in phases:
+        blocking = _blocking(
+            n=p.n, groups=p.groups, cg=cg, og=og, ho=rows, wq=wq,
+            taps_per_channel=len(ti) * len(tj),
+            lines_per_channel=len(ti) * (-(-window // 64) + 1), itemsize=itemsize,
+            threads=threads, images=images, tile=tile, mr=mr, nblk=nblk)
+        full.append((ry, rx, rows, cols, offs, ti, tj, blocking))
+    return TransposedPlan(hq=hq, wq=wq, top=top, left=left, pstride=plane, gstride=gstride,
+                          blen=blen, images_per_chunk=images, phases=tuple(full),
+                          shape_id=shape_id, mr=mr, tile=tile, nblk=nblk)
+
+
+def run_transposed(kernels, conv_kernels, x, weight, b, out, p, tp: TransposedPlan, threads,
+                   workspace):
+    """out = conv_transpose2d(x, weight) + b, one register-blocked convolution per output phase.
+
+    ``weight``: (C_in, C_out/G, kh, kw); ``conv_kernels``: ``cpu_conv`` (for
+    ``padding_index_map``).  Phases with no tap get the bias only.
+    """
+    g, cg, og = p.groups, p.c_in // p.groups, p.c_out // p.groups
+    # wg[g, o, c, i, j] = weight[g*Cg + c, o, i, j]
+    wg = weight.reshape(g, cg, og, p.kh, p.kw).transpose(0, 2, 1, 3, 4)
+    packs = []
+    for ry, rx, rows, cols, offs, ti, tj, _ in tp.phases:
+        sub = wg[:, :, :, list(ti)][:, :, :, :, list(tj)].reshape(g, og, -1)
+        packs.append(_pack(sub, tp.nblk, tp.mr))
+    rmap = conv_kernels.padding_index_map(p.h, tp.top, tp.hq - p.h - tp.top, "zeros")
+    cmap = conv_kernels.padding_index_map(p.w, tp.left, tp.wq - p.w - tp.left, "zeros")
+    images = tp.images_per_chunk
+    buf = workspace("igemm_planes", (images, tp.blen), x.dtype)
+    for n0 in range(0, p.n, images):
+        nb = min(images, p.n - n0)
+        kernels.phase_planes(x, n0, nb, rmap, cmap, tp.left, 1, 1, tp.hq, tp.wq, tp.pstride,
+                             buf)
+        for (ry, rx, rows, cols, offs, _, _, blocking), apack in zip(tp.phases, packs):
+            kc, mc, imgs, band, ldc = blocking
+            tasks = g * -(-nb // imgs) * -(-rows // band)
+            nworkers = max(1, min(threads, tasks))
+            scratch = workspace("igemm_acc", (nworkers, imgs * tp.nblk * tp.mr * ldc), x.dtype)
+            kernels.conv_tiles(buf, nb, n0, offs, apack, b, out, g, tp.gstride, tp.wq, rows,
+                               cols, ry, rx, p.stride[0], p.stride[1], imgs, band, kc, mc,
+                               tp.shape_id, nworkers, scratch)
     return out
