@@ -227,76 +227,74 @@ def phase_planes(x, n0, nb, rmap, cmap, pl, sh, sw, hq, wq, pstride, buf):
     win = x.shape[3]
     plane = hq * wq
     used = c_in * sh * sw * pstride
+    u = np.uint64
     for t in prange(nb * c_in):
         nn = t // c_in
         c = t % c_in
-        xn = x[n0 + nn]
+        sp = x[n0 + nn, c]
         bn = buf[nn]
         tmp = np.empty(wq * sw, dtype=buf.dtype)
         if c == 0:
             for q in range(used, bn.shape[0]):
                 bn[q] = 0.0
-        if sh == 1 and sw == 1 and hq == hp == x.shape[2] and wq == wp == win:
-            # no padding, stride 1: the plane is the source plane, one flat copy
-            base = c * pstride
-            src = xn[c].reshape(hq * wq)
-            dst = bn[base:base + plane]
-            for q in range(plane):
-                dst[q] = src[q]
+        for r in range(sh * sw):
+            base = (c * sh * sw + r) * pstride
             for q in range(base + plane, base + pstride):
                 bn[q] = 0.0
+        if sh == 1 and sw == 1 and hq == hp == x.shape[2] and wq == wp == win:
+            # no padding, stride 1: the plane is the source plane, one flat copy
+            src = sp.reshape(plane)
+            dst = bn[c * pstride:c * pstride + plane]
+            for q in range(plane):
+                dst[q] = src[q]
             continue
+        # rows through the index maps; no array views per row (each costs a
+        # reference count) and unsigned indices (no wraparound selects):
+        # DCGAN-like 16x64 planes of 30x30, one core: 0.73 -> 0.30 ms
         for ry in range(sh):
-            for rx in range(sw):
-                base = ((c * sh + ry) * sw + rx) * pstride
-                for q in range(base + plane, base + pstride):
-                    bn[q] = 0.0
             for qy in range(hq):
                 pr = qy * sh + ry
                 sr = rmap[pr] if pr < hp else -1
+                b0 = u(((c * sh + ry) * sw) * pstride + qy * wq)
                 if sr < 0:
                     for rx in range(sw):
-                        base = ((c * sh + ry) * sw + rx) * pstride + qy * wq
-                        dst = bn[base:base + wq]
+                        o = b0 + u(rx * pstride)
                         for q in range(wq):
-                            dst[q] = 0.0
+                            bn[o + u(q)] = 0.0
                     continue
-                srow = xn[c, sr]
                 if sw == 1:
-                    base = (c * sh + ry) * pstride + qy * wq
-                    _padded_row_into(srow, cmap, pl, win, wp, bn[base:base + wq])
+                    _row_into(sp, u(sr), cmap, pl, win, bn, b0, wq)
                     continue
                 # the padded row once, zero-extended to Wq*sw, then each
                 # phase is one strided read of it
-                _padded_row_into(srow, cmap, pl, win, wp, tmp)
-                b0 = ((c * sh + ry) * sw) * pstride + qy * wq
+                _row_into(sp, u(sr), cmap, pl, win, tmp, u(0), wq * sw)
                 if sw == 2:
-                    d0 = bn[b0:b0 + wq]
-                    d1 = bn[b0 + pstride:b0 + pstride + wq]
+                    o1 = b0 + u(pstride)
                     for q in range(wq):
-                        d0[q] = tmp[2 * q]
-                        d1[q] = tmp[2 * q + 1]
+                        bn[b0 + u(q)] = tmp[2 * q]
+                        bn[o1 + u(q)] = tmp[2 * q + 1]
                 else:
                     for rx in range(sw):
-                        d = bn[b0 + rx * pstride:b0 + rx * pstride + wq]
+                        o = b0 + u(rx * pstride)
                         for q in range(wq):
-                            d[q] = tmp[q * sw + rx]
+                            bn[o + u(q)] = tmp[q * sw + rx]
 
 
 @njit(cache=True, inline="always")
-def _padded_row_into(srow, cmap, pl, win, wp, dst):
-    """dst[q] = padded row at column q (zero past the padded width Wp); interior copied."""
-    n = dst.shape[0]
+def _row_into(sp, sr, cmap, pl, win, dst, o, n):
+    """dst[o + q] = padded row ``sr`` of plane ``sp`` at column q, q < n (zero past Wp)."""
+    u = np.uint64
+    wp = cmap.shape[0]
     for q in range(min(pl, n)):
         s = cmap[q]
-        dst[q] = srow[s] if s >= 0 else 0.0
+        dst[o + u(q)] = sp[sr, u(s)] if s >= 0 else 0.0
     if pl + win <= n:
-        inner = dst[pl:pl + win]
+        oi = o + u(pl)
         for q in range(win):
-            inner[q] = srow[q]
+            dst[oi + u(q)] = sp[sr, u(q)]
     for q in range(pl + win, n):
         s = cmap[q] if q < wp else -1
-        dst[q] = srow[s] if s >= 0 else 0.0
+        dst[o + u(q)] = sp[sr, u(s)] if s >= 0 else 0.0
 
 
 @njit(parallel=True, cache=True)
