@@ -353,6 +353,11 @@ def conv_tiles(buf, nb, n0, offs, apack, bias, out, groups, gstride, wq, ho, wo,
         ntile = ((min(ho, r0 + band_rows) - r0) * wq + tw - 1) // tw
         if (groups - 1) * gstride + r0 * wq + ntile * tw + maxoff > blen:
             raise IndexError("conv_tiles: a band reads past its buffer")
+    u = np.uint64
+    c_out, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
+    if n0 + nb > out.shape[0]:
+        raise IndexError("conv_tiles: images past the output")
+    oflat = out.reshape(out.size)
     for wkr in prange(nworkers):
         scr = scratch[wkr]
         for t in range((total * wkr) // nworkers, (total * (wkr + 1)) // nworkers):
@@ -365,12 +370,14 @@ def conv_tiles(buf, nb, n0, offs, apack, bias, out, groups, gstride, wq, ho, wo,
             r0 = band * band_rows
             r1 = min(ho, r0 + band_rows)
             ntile = ((r1 - r0) * wq + tw - 1) // tw
+            # flat unsigned indices, no views per row (a view costs a reference
+            # count: LeNet-5 C3 has 160 output rows per image of 10 pixels)
             for j in range(i1 - i0):
                 for m in range(copad):
                     bv = bias[g * og + m] if m < og else 0.0
-                    row = scr[(j * copad + m) * ldc:(j * copad + m) * ldc + ntile * tw]
+                    o = u((j * copad + m) * ldc)
                     for q in range(ntile * tw):
-                        row[q] = bv
+                        scr[o + u(q)] = bv
             for k0 in range(0, kk, kc):
                 kn = min(kc, kk - k0)
                 offk = offs[k0:k0 + kn]
@@ -391,14 +398,13 @@ def conv_tiles(buf, nb, n0, offs, apack, bias, out, groups, gstride, wq, ho, wo,
                                             coff, kn, ldc)
             for j in range(i1 - i0):
                 for m in range(og):
-                    dst = out[n0 + i0 + j, g * og + m]
+                    plane0 = ((n0 + i0 + j) * c_out + g * og + m) * h_out
                     for oy in range(r0, r1):
-                        s0 = (j * copad + m) * ldc + (oy - r0) * wq
-                        src = scr[s0:s0 + wo]
-                        d = dst[ry + oy * osy]
+                        s0 = u((j * copad + m) * ldc + (oy - r0) * wq)
+                        d0 = u((plane0 + ry + oy * osy) * w_out + rx)
                         if osx == 1:
                             for q in range(wo):
-                                d[q] = src[q]
+                                oflat[d0 + u(q)] = scr[s0 + u(q)]
                         else:
                             for q in range(wo):
-                                d[rx + q * osx] = src[q]
+                                oflat[d0 + u(q * osx)] = scr[s0 + u(q)]
