@@ -82,11 +82,19 @@ def _plane_stride(hq: int, wq: int, itemsize: int) -> int:
     return (lines + 1 - lines % 2) * 64 // itemsize if PAD_PLANES else hq * wq
 
 
-def _register_block(og: int, itemsize: int) -> tuple[int, int, int, int]:
-    """(shape_id, MR, tile, nblk): the block wasting fewer padded channels (ties: 4x3)."""
-    shape_id = 0 if -(-og // 4) * 4 <= -(-og // 6) * 6 else 1
+def _register_block(og: int, itemsize: int, pixels: int) -> tuple[int, int, int, int]:
+    """(shape_id, MR, tile, nblk): the block executing the least padded work (ties: 4x3).
+
+    Work = channels rounded up to MR x ``pixels`` (wide outputs per image)
+    rounded up to the tile.  Measured on one core: 4x3 is 3-6 % faster where
+    both waste alike (VGG, ResNet 3x3); 6x2 wins LeNet-5 C1 (6 channels: 29 ->
+    39 GFLOP/s) and ResNet-50 3x3 512 on 7x7 (63 wide pixels: 49 -> 59).
+    """
+    vw = vector_width(itemsize)
+    work = [-(-og // mr) * mr * (-(-pixels // (nv * vw)) * nv * vw) for mr, nv in MICROKERNELS]
+    shape_id = 0 if work[0] <= work[1] else 1
     mr, nv = MICROKERNELS[shape_id]
-    return shape_id, mr, nv * vector_width(itemsize), -(-og // mr)
+    return shape_id, mr, nv * vw, -(-og // mr)
 
 
 def _blocking(*, n, groups, cg, og, ho, wq, taps_per_channel, lines_per_channel, itemsize,
@@ -131,8 +139,8 @@ def plan(p, itemsize: int, threads: int, cap: int) -> IgemmPlan | None:
     j = np.arange(p.kw, dtype=np.int64)[None, None, :]
     offs = (((c * sh + (i * dh) % sh) * sw + (j * dw) % sw) * plane
             + ((i * dh) // sh) * wq + (j * dw) // sw).reshape(-1)
-    shape_id, mr, tile, nblk = _register_block(og, itemsize)
     ho = p.h_out
+    shape_id, mr, tile, nblk = _register_block(og, itemsize, ho * wq)
     blen = max(p.c_in * s * plane, (p.groups - 1) * gstride + int(offs.max()) + ho * wq + tile)
     if blen * itemsize > cap:
         return None
@@ -239,7 +247,8 @@ def plan_transposed(p, itemsize: int, threads: int, cap: int) -> TransposedPlan 
     xph, left, wq = _transposed_axis(p.w, p.w_out, p.kw, dw, pw, sw)
     plane = _plane_stride(hq, wq, itemsize)
     gstride = cg * plane
-    shape_id, mr, tile, nblk = _register_block(og, itemsize)
+    rows_max = max(-(-(p.h_out - r) // sh) for r in range(min(sh, p.h_out)))
+    shape_id, mr, tile, nblk = _register_block(og, itemsize, rows_max * wq)
     c = np.arange(cg, dtype=np.int64)
     phases, last = [], 0
     for ry, (rows, ytaps) in enumerate(yph):
