@@ -348,10 +348,13 @@ def conv_tiles(buf, nb, n0, offs, apack, bias, out, groups, gstride, wq, ho, wo,
         raise IndexError("conv_tiles: buffers too small")
     # furthest read of every band, checked before any raw access (a raise
     # inside the prange body would stop Numba from parallelizing it)
+    # (tiles of the last image may read past its planes into the next image's:
+    # such reads only feed wide or tail outputs, which are dropped)
     for band in range(nbands):
         r0 = band * band_rows
         ntile = ((min(ho, r0 + band_rows) - r0) * wq + tw - 1) // tw
-        if (groups - 1) * gstride + r0 * wq + ntile * tw + maxoff > blen:
+        if ((nb - 1) * blen + (groups - 1) * gstride + r0 * wq + ntile * tw + maxoff
+                > bflat.shape[0]):
             raise IndexError("conv_tiles: a band reads past its buffer")
     u = np.uint64
     c_out, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]

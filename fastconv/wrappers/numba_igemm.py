@@ -63,6 +63,7 @@ class IgemmPlan:
     imgs_per_task: int
     band_rows: int
     ldc: int           # scratch row length (elements)
+    in_place: bool = False  # unpadded stride 1: all images but the last read from x itself
 
     @property
     def workspace_bytes_per_image(self) -> int:
@@ -131,7 +132,9 @@ def plan(p, itemsize: int, threads: int, cap: int) -> IgemmPlan | None:
     pt, pb, pl, pr = p.padding
     hp, wp = p.h + pt + pb, p.w + pl + pr
     hq, wq = -(-hp // sh), -(-wp // sw)
-    plane = _plane_stride(hq, wq, itemsize)
+    # unpadded stride 1: tiles read the input in place (planes exactly H*W apart)
+    in_place = (sh, sw) == (1, 1) and (pt, pb, pl, pr) == (0, 0, 0, 0)
+    plane = hq * wq if in_place else _plane_stride(hq, wq, itemsize)
     s = sh * sw
     gstride = cg * s * plane
     c = np.arange(cg, dtype=np.int64)[:, None, None]
@@ -153,6 +156,7 @@ def plan(p, itemsize: int, threads: int, cap: int) -> IgemmPlan | None:
         lines_per_channel=p.kh * min(p.kw, sw) * (-(-window // 64) + 1), itemsize=itemsize,
         threads=threads, images=images, tile=tile, mr=mr, nblk=nblk)
     return IgemmPlan(hq=hq, pstride=plane, wq=wq, gstride=gstride, blen=blen, offs=offs,
+                     in_place=in_place,
                      shape_id=shape_id, mr=mr, tile=tile, nblk=nblk, kc=kc, mc=mc,
                      images_per_chunk=images, imgs_per_task=imgs, band_rows=band, ldc=ldc)
 
@@ -179,19 +183,29 @@ def run(kernels, x, weight, b, out, p, pl_: IgemmPlan, rmap, cmap, threads, work
     """
     apack = pack_weights(weight, p.groups, pl_.nblk, pl_.mr)
     sh, sw = p.stride
-    images = pl_.images_per_chunk
-    buf = workspace("igemm_planes", (images, pl_.blen), x.dtype)
-    for n0 in range(0, p.n, images):
-        nb = min(images, p.n - n0)
+
+    def tiles(src, nb, n0):
         tasks = p.groups * -(-nb // pl_.imgs_per_task) * -(-p.h_out // pl_.band_rows)
         nworkers = max(1, min(threads, tasks))
         scratch = workspace("igemm_acc", (nworkers, pl_.scratch_len()), x.dtype)
-        kernels.phase_planes(x, n0, nb, rmap, cmap, p.padding[2], sh, sw, pl_.hq, pl_.wq,
-                             pl_.pstride, buf)
-        kernels.conv_tiles(buf, nb, n0, pl_.offs, apack, b, out, p.groups, pl_.gstride, pl_.wq,
+        kernels.conv_tiles(src, nb, n0, pl_.offs, apack, b, out, p.groups, pl_.gstride, pl_.wq,
                            p.h_out, p.w_out, 0, 0, 1, 1,
                            pl_.imgs_per_task, pl_.band_rows, pl_.kc, pl_.mc, pl_.shape_id,
                            nworkers, scratch)
+
+    first = 0
+    if pl_.in_place and p.n > 1:
+        # unpadded, stride 1: x itself holds the planes; tiles of an image may
+        # read into the next one, so only the last image needs a padded copy
+        tiles(x.reshape(p.n, pl_.pstride * p.c_in), p.n - 1, 0)
+        first = p.n - 1
+    images = pl_.images_per_chunk
+    buf = workspace("igemm_planes", (images, pl_.blen), x.dtype)
+    for n0 in range(first, p.n, images):
+        nb = min(images, p.n - n0)
+        kernels.phase_planes(x, n0, nb, rmap, cmap, p.padding[2], sh, sw, pl_.hq, pl_.wq,
+                             pl_.pstride, buf)
+        tiles(buf, nb, n0)
     return out
 
 
