@@ -13,19 +13,45 @@ Formulas (NCHW, per (n, c) plane; window of output (oy, ox) starts at
 
 Layouts: C-contiguous NCHW float32/float64; indices int64.  Work: one
 compare/add per tap; minimum bytes: input once + output once (+ 8 bytes per
-output for indices).  These ops are memory-bound.
+output for indices).  These ops are memory-bound: the aim is the machine's
+read bandwidth (copy here: 33-35 GB/s read+write at 2 threads).
 
-Parallel decomposition: ``prange`` over the N*C planes (2 threads here);
-inside a plane, output rows are processed tap by tap *along the row*: for a
-fixed tap (i, j) the loop over ``ox`` is independent per output element and
-is written branch-free (compare + select, unconditional stores) so LLVM
-vectorizes it.  Processing taps in row-major order per output element keeps
-PyTorch's update order, so values and indices are exact.  Only in-bounds taps
-are visited (padding is -inf for max, 0 for avg: it never changes a result).
+Parallel decomposition (version 2): tasks are (plane, block of output rows);
+planes are cut into row blocks only when there are fewer than ~8 per thread
+(``numba_backend._pool_tasks``).  ``prange`` runs over ``nchunk`` = threads
+contiguous ranges of tasks, so each thread streams one contiguous part of
+the input and allocates its row buffers once.  No shared memory; no
+allocation per call besides the outputs (and the avg divisor table).
+
+Version 2 (max, adaptive max, avg): separable.  PyTorch's sequential max
+rule has an order-free form (see the banner above ``_mx``), so a window is
+reduced as a *column pass* (fold the window's input rows, in order, into one
+padded row: long contiguous vector loops reading the plane in place) then a
+*row pass* (fold k_w entries per output at stride s_w; stride-2 pairs are
+de-interleaved by LLVM's interleaved loads).  Values-only and with-indices
+are separate kernels; the index kernels work in int32 (8 lanes beside
+float32) whenever a plane has fewer than 2**31 elements.  Averages: rows
+summed into a zero-padded row, then k_w entries per output / divisor.
+Adaptive max with equal even column windows (112 -> 7: 16 wide) halves
+pairs over the whole row before the per-window fold.
 No fastmath on max pooling: it would fold away the ``v != v`` NaN test.
+Values-only max pooling returns NaN for a window holding NaN whatever its
+payload (torch returns the last NaN's bits; equal under NaN == NaN).
 
 Versions:
-1. row-wise tap loops (this file).
+1. row-wise tap loops: for a fixed tap (i, j) the loop over ``ox`` is
+   vectorized, taps visited in PyTorch's order (kept: ``max_pool2d_rows`` runs
+   when dilation makes some window miss the input entirely; the others are
+   kept for ``tools/measure_cpu.py --before-after``).
+2. separable column pass + row pass (above); folds never store in place:
+   ``acc[q] = v if take else acc[q]`` became a masked store (vmaskmovps,
+   microcoded on this AMD CPU, ~5x slower than blend + store), so long
+   windows ping-pong between two row buffers.
+   Measured, 8x64x112x112 float32, process CPU time at 1 thread, v1 -> v2 (ms):
+   max k2s2 4.1 -> 1.9, +indices 7.1 -> 2.8; max k3s2p1 9.1 -> 2.2, +indices
+   15.4 -> 4.1; avg k2s2 3.1 -> 2.2; adaptive max 7x7 11.8 -> 1.9, +indices
+   11.9 -> 4.4.  2-thread figures vs torch: see tools/measure_cpu.py and the
+   report of this change.
 """
 from __future__ import annotations
 
@@ -38,8 +64,9 @@ from numba import njit, prange
 #: longer propagate as in PyTorch (an Inf in an avg-pool window came out NaN).
 FASTMATH = {"reassoc", "contract", "nsz"}
 
-__all__ = ["max_pool2d_rows", "avg_pool2d_rows", "adaptive_avg_pool2d_planes",
-           "adaptive_max_pool2d_planes"]
+__all__ = ["max_pool2d_sep", "max_pool2d_sep_idx", "avg_pool2d_sep", "adaptive_max_pool2d_sep",
+           "adaptive_max_pool2d_sep_idx", "adaptive_avg_pool2d_planes", "axis_has_empty_window",
+           "max_pool2d_rows", "avg_pool2d_rows", "adaptive_max_pool2d_planes"]
 
 
 @njit(cache=True, inline="always")
@@ -785,9 +812,9 @@ def max_pool2d_sep_idx(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw, nchunk, nrb,
     ntask = planes * nrb
     for c in prange(nchunk):
         col = np.full(wp, -np.inf, dtype=x.dtype)
-        ci = np.full(wp, big, dtype=np.int64)
+        ci = np.full(wp, big)  # big's type: int32 when the plane allows (8-wide selects)
         tmp = np.empty(w_in, dtype=x.dtype)
-        ti = np.empty(w_in, dtype=np.int64)
+        ti = ci[:w_in].copy()
         mid = col[pw:pw + w_in]
         mi = ci[pw:pw + w_in]
         for t in range(c * ntask // nchunk, (c + 1) * ntask // nchunk):
@@ -800,6 +827,120 @@ def max_pool2d_sep_idx(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw, nchunk, nrb,
                 i0, i1 = _tap_rows(hs, kh, dh, h)
                 _fold_rows_idx(mid, mi, tmp, ti, plane, hs + i0 * dh, i1 - i0, dh, w_in)
                 _row_pass_idx(oplane, iplane, oy, col, ci, kw, sw, dw)
+
+
+@njit(cache=True, inline="always")
+def _halve_val(dst, src, n):
+    """dst[i] = src[2i], src[2i+1] folded, i < n (groups of an even width halve in place)."""
+    for i in range(n):
+        m = src[2 * i]
+        v = src[2 * i + 1]
+        dst[i] = v if _mx(v, m) else m
+
+
+@njit(cache=True, inline="always")
+def _halve_idx(dst, di, src, si, n):
+    for i in range(n):
+        m = src[2 * i]
+        bi = si[2 * i]
+        v = src[2 * i + 1]
+        iv = si[2 * i + 1]
+        t = _take(m, bi, v, iv)
+        dst[i] = v if t else m
+        di[i] = iv if t else bi
+
+
+@njit(cache=True, inline="always")
+def _groups_val(orow, src, kk):
+    """orow[ox] = fold of src[ox*kk : (ox+1)*kk] (kk >= 1)."""
+    for ox in range(orow.shape[0]):
+        m = src[ox * kk]
+        for q in range(ox * kk + 1, (ox + 1) * kk):
+            v = src[q]
+            m = v if _mx(v, m) else m
+        orow[ox] = m
+
+
+@njit(cache=True, inline="always")
+def _groups_idx(orow, irow, src, si, kk):
+    for ox in range(orow.shape[0]):
+        m = src[ox * kk]
+        bi = si[ox * kk]
+        for q in range(ox * kk + 1, (ox + 1) * kk):
+            v = src[q]
+            iv = si[q]
+            t = _take(m, bi, v, iv)
+            m = v if t else m
+            bi = iv if t else bi
+        orow[ox] = m
+        irow[ox] = bi
+
+
+@njit(cache=True, inline="always")
+def _adaptive_row_pass_val(orow, col, tmp, w_in):
+    """orow[ox] = fold of col over adaptive column window ox.  Equal windows of an even
+    width k (W = Wo*k) are halved pairwise over the whole row first (vector loops over
+    stride-2 pairs; the rule is order-free), then folded by groups."""
+    wo = orow.shape[0]
+    if w_in % wo == 0 and (w_in // wo) % 2 == 0:
+        kk = w_in // wo // 2
+        _halve_val(tmp, col, wo * kk)
+        in_tmp = True
+        while kk % 2 == 0:
+            kk //= 2
+            if in_tmp:
+                _halve_val(col, tmp, wo * kk)
+            else:
+                _halve_val(tmp, col, wo * kk)
+            in_tmp = not in_tmp
+        if in_tmp:
+            _groups_val(orow, tmp, kk)
+        else:
+            _groups_val(orow, col, kk)
+    else:
+        for ox in range(wo):
+            w0 = (ox * w_in) // wo
+            w1 = ((ox + 1) * w_in + wo - 1) // wo
+            m = col[w0]
+            for q in range(w0 + 1, w1):
+                v = col[q]
+                m = v if _mx(v, m) else m
+            orow[ox] = m
+
+
+@njit(cache=True, inline="always")
+def _adaptive_row_pass_idx(orow, irow, col, ci, tmp, ti, w_in):
+    """As _adaptive_row_pass_val, with indices (order-free combine)."""
+    wo = orow.shape[0]
+    if w_in % wo == 0 and (w_in // wo) % 2 == 0:
+        kk = w_in // wo // 2
+        _halve_idx(tmp, ti, col, ci, wo * kk)
+        in_tmp = True
+        while kk % 2 == 0:
+            kk //= 2
+            if in_tmp:
+                _halve_idx(col, ci, tmp, ti, wo * kk)
+            else:
+                _halve_idx(tmp, ti, col, ci, wo * kk)
+            in_tmp = not in_tmp
+        if in_tmp:
+            _groups_idx(orow, irow, tmp, ti, kk)
+        else:
+            _groups_idx(orow, irow, col, ci, kk)
+    else:
+        for ox in range(wo):
+            w0 = (ox * w_in) // wo
+            w1 = ((ox + 1) * w_in + wo - 1) // wo
+            m = col[w0]
+            bi = ci[w0]
+            for q in range(w0 + 1, w1):
+                v = col[q]
+                iv = ci[q]
+                t = _take(m, bi, v, iv)
+                m = v if t else m
+                bi = iv if t else bi
+            orow[ox] = m
+            irow[ox] = bi
 
 
 @njit(parallel=True, cache=True)
@@ -823,19 +964,11 @@ def adaptive_max_pool2d_sep(x, out, nchunk, nrb):
                 h0 = (oy * h) // ho
                 h1 = ((oy + 1) * h + ho - 1) // ho
                 _fold_rows_val(col, tmp, plane, h0, h1 - h0, 1)
-                orow = os_[pl, oy]
-                for ox in range(wo):
-                    w0 = (ox * w_in) // wo
-                    w1 = ((ox + 1) * w_in + wo - 1) // wo
-                    m = col[w0]
-                    for q in range(w0 + 1, w1):
-                        v = col[q]
-                        m = v if _mx(v, m) else m
-                    orow[ox] = m
+                _adaptive_row_pass_val(os_[pl, oy], col, tmp, w_in)
 
 
 @njit(parallel=True, cache=True)
-def adaptive_max_pool2d_sep_idx(x, out, idx, nchunk, nrb):
+def adaptive_max_pool2d_sep_idx(x, out, idx, nchunk, nrb, big):
     """As adaptive_max_pool2d_sep, with int64 flat indices (order-free combine across columns)."""
     n_img, ch, h, w_in = x.shape
     ho, wo = out.shape[2], out.shape[3]
@@ -847,9 +980,9 @@ def adaptive_max_pool2d_sep_idx(x, out, idx, nchunk, nrb):
     ntask = planes * nrb
     for c in prange(nchunk):
         col = np.empty(w_in, dtype=x.dtype)
-        ci = np.empty(w_in, dtype=np.int64)
+        ci = np.full(w_in, big)
         tmp = np.empty(w_in, dtype=x.dtype)
-        ti = np.empty(w_in, dtype=np.int64)
+        ti = np.full(w_in, big)
         for t in range(c * ntask // nchunk, (c + 1) * ntask // nchunk):
             pl, oy0, oy1 = _task_rows(t, nrb, rows_per, ho)
             plane = xs[pl]
@@ -857,18 +990,93 @@ def adaptive_max_pool2d_sep_idx(x, out, idx, nchunk, nrb):
                 h0 = (oy * h) // ho
                 h1 = ((oy + 1) * h + ho - 1) // ho
                 _fold_rows_idx(col, ci, tmp, ti, plane, h0, h1 - h0, 1, w_in)
-                orow = os_[pl, oy]
-                irow = is_[pl, oy]
-                for ox in range(wo):
-                    w0 = (ox * w_in) // wo
-                    w1 = ((ox + 1) * w_in + wo - 1) // wo
-                    m = col[w0]
-                    bi = ci[w0]
-                    for q in range(w0 + 1, w1):
-                        v = col[q]
-                        iv = ci[q]
-                        t_ = _take(m, bi, v, iv)
-                        m = v if t_ else m
-                        bi = iv if t_ else bi
-                    orow[ox] = m
-                    irow[ox] = bi
+                _adaptive_row_pass_idx(os_[pl, oy], is_[pl, oy], col, ci, tmp, ti, w_in)
+
+
+# ---------------------------------------------------------------------------
+# version 2: separable average pooling
+# ---------------------------------------------------------------------------
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _sum_rows(dst, plane, r0, nr):
+    """dst[:] = sum of rows r0 .. r0+nr-1 of plane (nr >= 1): up to 4 rows per pass."""
+    n = min(4, nr)
+    if n == 1:
+        for q in range(dst.shape[0]):
+            dst[q] = plane[r0, q]
+    elif n == 2:
+        for q in range(dst.shape[0]):
+            dst[q] = plane[r0, q] + plane[r0 + 1, q]
+    elif n == 3:
+        for q in range(dst.shape[0]):
+            dst[q] = plane[r0, q] + plane[r0 + 1, q] + plane[r0 + 2, q]
+    else:
+        for q in range(dst.shape[0]):
+            dst[q] = (plane[r0, q] + plane[r0 + 1, q]) + (plane[r0 + 2, q] + plane[r0 + 3, q])
+    r = r0 + n
+    while r < r0 + nr:
+        n = min(3, r0 + nr - r)
+        if n == 1:
+            for q in range(dst.shape[0]):
+                dst[q] += plane[r, q]
+        elif n == 2:
+            for q in range(dst.shape[0]):
+                dst[q] += plane[r, q] + plane[r + 1, q]
+        else:
+            for q in range(dst.shape[0]):
+                dst[q] += plane[r, q] + plane[r + 1, q] + plane[r + 2, q]
+        r += n
+
+
+@njit(fastmath=FASTMATH, cache=True, inline="always")
+def _row_pass_avg(oplane, oy, col, drow, kw, sw):
+    """oplane[oy, q] = (sum of col[q*sw + j], j < kw) / drow[q] (col: zero-padded row sums)."""
+    n = oplane.shape[1]
+    if sw == 2 and kw == 2:
+        for q in range(n):
+            oplane[oy, q] = (col[2 * q] + col[2 * q + 1]) / drow[q]
+    elif sw == 2 and kw == 3:
+        for q in range(n):
+            oplane[oy, q] = (col[2 * q] + col[2 * q + 1] + col[2 * q + 2]) / drow[q]
+    elif sw == 1 and kw == 2:
+        for q in range(n):
+            oplane[oy, q] = (col[q] + col[q + 1]) / drow[q]
+    elif sw == 1 and kw == 3:
+        for q in range(n):
+            oplane[oy, q] = (col[q] + col[q + 1] + col[q + 2]) / drow[q]
+    else:
+        for q in range(n):
+            s = col[q * sw]
+            for j in range(1, kw):
+                s += col[q * sw + j]
+            oplane[oy, q] = s / drow[q]
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def avg_pool2d_sep(x, out, divisor, kh, kw, sh, sw, ph, pw, nchunk, nrb):
+    """out = (sum of in-bounds taps) / divisor[oy, ox]: per output row, the window's rows
+    summed into one zero-padded row (vector loops), then k_w entries per output at stride s_w.
+    Tasks as in max_pool2d_sep."""
+    n_img, ch, h, w_in = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    planes = n_img * ch
+    xs = x.reshape(planes, h, w_in)
+    os_ = out.reshape(planes, ho, wo)
+    wp = max(pw + w_in, (wo - 1) * sw + kw)
+    rows_per = (ho + nrb - 1) // nrb
+    ntask = planes * nrb
+    for c in prange(nchunk):
+        col = np.zeros(wp, dtype=x.dtype)  # zero padding around the row sums
+        mid = col[pw:pw + w_in]
+        for t in range(c * ntask // nchunk, (c + 1) * ntask // nchunk):
+            pl, oy0, oy1 = _task_rows(t, nrb, rows_per, ho)
+            plane = xs[pl]
+            oplane = os_[pl]
+            for oy in range(oy0, oy1):
+                hs = oy * sh - ph
+                i0, i1 = _tap_rows(hs, kh, 1, h)
+                if i1 > i0:
+                    _sum_rows(mid, plane, hs + i0, i1 - i0)
+                else:  # a ceil_mode window row below the input: nothing to sum
+                    for q in range(w_in):
+                        mid[q] = 0.0
+                _row_pass_avg(oplane, oy, col, divisor[oy], kw, sw)

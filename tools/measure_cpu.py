@@ -192,7 +192,30 @@ def _gemm_col2im_v4(x, wt, kw):
         nb._use_phase_col2im = saved
 
 
-def pool_group(reps, torch, rng):
+def _pool_v1(kind, x, kw, idx):
+    """The same pooling call through kernel version 1 (row-wise tap loops), for --before-after."""
+    from fastconv import reference
+    from fastconv.wrappers import numba_backend as nb
+    k = nb._pool()
+    op = {"max": "max_pool2d", "avg": "avg_pool2d", "amax": "adaptive_max_pool2d"}[kind]
+    args = (kw["output_size"],) if kind == "amax" else ()
+    extra = {} if kind == "amax" else kw
+    if kind in ("max", "amax"):
+        extra = dict(extra, return_indices=idx)
+    p, _ = fc.plan(op, x, *args, backend="numba", **extra)
+    out = np.empty(p.output_shape, x.dtype)
+    ind = np.empty(p.output_shape if idx else (1, 1, 1, 1), np.int64)
+    if kind == "max":
+        k.max_pool2d_rows(x, out, ind, idx, *p.kernel, *p.stride, *p.padding, *p.dilation)
+    elif kind == "amax":
+        k.adaptive_max_pool2d_planes(x, out, ind, idx)
+    else:
+        div = np.ascontiguousarray(reference.avg_divisors(p), dtype=x.dtype)
+        k.avg_pool2d_rows(x, out, div, *p.kernel, *p.stride, *p.padding)
+    return (out, ind) if idx else out
+
+
+def pool_group(reps, torch, rng, before_after=False):
     import torch.nn.functional as F
     x = rng.standard_normal((8, 64, 112, 112)).astype(np.float32)
     xt = torch.from_numpy(x)
@@ -220,10 +243,22 @@ def pool_group(reps, torch, rng):
             if idx:
                 assert np.array_equal(a[1], b[1].numpy())
             nbytes = x.nbytes + a0.nbytes + (a0.size * 8 if idx else 0)
-            tf, tt = side_by_side([f1, f2], reps)
+            fns = [f1, f2]
+            if before_after and kind != "aavg":
+                fns.append(lambda: _pool_v1(kind, x, kw, idx))
+                c = fns[2]()
+                c0 = c[0] if idx else c
+                assert (rel_err(c0, a0) < 1e-5 if kind == "avg"
+                        else np.array_equal(c0, a0, equal_nan=True))
+            times = side_by_side(fns, reps)
+            tf, tt = times[:2]
             label = name + (" +indices" if idx else "")
             print(f"| {label} | {tf*1e3:.2f} | {tt*1e3:.2f} | {tf/tt:.2f} | "
                   f"{nbytes/tf/1e9:.1f} | {nbytes/tt/1e9:.1f} |", flush=True)
+            if len(times) == 3:
+                tb = times[2]
+                print(f"| {label}, kernel v1 (before) | {tb*1e3:.2f} | {tt*1e3:.2f} | "
+                      f"{tb/tt:.2f} | {nbytes/tb/1e9:.1f} | {nbytes/tt/1e9:.1f} |", flush=True)
     print()
 
 
@@ -238,7 +273,8 @@ def main():
                     help="time with the process CPU clock (robust on an overloaded machine; "
                          "meaningful with --threads 1, where it equals the work done)")
     ap.add_argument("--before-after", action="store_true",
-                    help="convt: also time the GEMM path with its pre-v8 col2im, interleaved")
+                    help="convt: also time the GEMM path with its pre-v8 col2im; pool: also "
+                         "time pooling kernel version 1; interleaved")
     args = ap.parse_args()
     global CLOCK
     if args.cpu_time:
@@ -259,7 +295,7 @@ def main():
     if g in ("filter", "all"):
         filter_group(args.reps, torch, rng)
     if g in ("pool", "all"):
-        pool_group(args.reps, torch, rng)
+        pool_group(args.reps, torch, rng, args.before_after)
     if g in ("convt", "all"):
         convt_group(args.reps, args.algorithms, torch, rng, args.before_after)
 
