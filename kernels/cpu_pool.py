@@ -47,11 +47,29 @@ Versions:
    ``acc[q] = v if take else acc[q]`` became a masked store (vmaskmovps,
    microcoded on this AMD CPU, ~5x slower than blend + store), so long
    windows ping-pong between two row buffers.
-   Measured, 8x64x112x112 float32, process CPU time at 1 thread, v1 -> v2 (ms):
-   max k2s2 4.1 -> 1.9, +indices 7.1 -> 2.8; max k3s2p1 9.1 -> 2.2, +indices
-   15.4 -> 4.1; avg k2s2 3.1 -> 2.2; adaptive max 7x7 11.8 -> 1.9, +indices
-   11.9 -> 4.4.  2-thread figures vs torch: see tools/measure_cpu.py and the
-   report of this change.
+   Measured on 8x64x112x112 float32, 2 threads, wall-clock medians of 11 in one
+   process, interleaved with torch and with version 1 (``python tools/measure_cpu.py
+   --group pool --threads 2 --before-after``, a quiet minute of the shared machine).
+   GB/s = (input + outputs, indices included) / time; copy runs at 33-35 GB/s:
+
+   =========================  ==========  ==========  =========  ===========
+   case                        v1 ms       v2 ms       v2 GB/s    torch ms
+   =========================  ==========  ==========  =========  ===========
+   max k2 s2                   2.45        1.49        21.6       23.4
+   max k2 s2 + indices         4.00        2.01        22.4       19.9
+   max k3 s2 p1                4.51        1.60        20.0       27.7
+   max k3 s2 p1 + indices      8.24        2.49        18.1       29.2
+   avg k2 s2                   2.02        1.54        20.8        7.2
+   adaptive max 7x7            6.13        1.18        21.8        3.9
+   adaptive max 7x7 + indices  6.19        1.83        14.2        3.9
+   adaptive avg 7x7 (v1 only)  1.21        -           21.3        6.8
+   =========================  ==========  ==========  =========  ===========
+
+   One thread (process CPU time, ms, v1 -> v2): max k2s2 4.1 -> 1.9, +indices
+   7.1 -> 2.8; max k3s2p1 9.1 -> 2.2, +indices 15.4 -> 4.1; avg k2s2 3.1 -> 2.2;
+   adaptive max 11.8 -> 1.8, +indices 11.9 -> 3.2.  On this machine a 2-thread
+   call waits a whole scheduler period (8 ms) whenever another tenant holds the
+   second core: medians at 8.0 ms in a noisy minute measure that, not the kernel.
 """
 from __future__ import annotations
 
