@@ -251,8 +251,25 @@ def _maps(p):
 
 
 def _is_plane_case(p) -> bool:
-    """Depthwise or single-channel at stride 1: ``conv2d_plane_direct``."""
+    """Depthwise or single-channel at stride 1: ``conv2d_plane_same`` / ``conv2d_plane_direct``."""
     return p.c_in // p.groups == 1 and p.stride == (1, 1)
+
+
+#: Output elements per (plane, row band) unit of ``conv2d_plane_same`` (~16 KiB of float32).
+PLANE_BAND_ELEMS = 4096
+#: ``conv2d_plane_same`` only for rows up to this wide: it wins where the ring kernel's
+#: per-row overhead dominates (MobileNet 112 wide: 0.84-0.86x the time); on the 1024^2
+#: 3x3 filter it measured 1.04-1.18x (quiet machine), so wide images keep version 5.
+PLANE_SAME_MAX_W = 256
+
+
+def _is_plane_same_case(p) -> bool:
+    """3x3 plane case with output rows as wide as the input rows (e.g. "same" padding), at
+    least one column whose taps all lie inside the input, rows up to PLANE_SAME_MAX_W:
+    ``conv2d_plane_same`` (v9).  Other kernel sizes also run there, but their per-kernel-row
+    passes measured no faster than version 5 (5x5 filters: 1.1x), so they stay on it."""
+    return (p.kh == 3 and p.kw == 3 and p.w_out == p.w and p.w > 2 * p.dilation[1]
+            and p.w <= PLANE_SAME_MAX_W)
 
 
 #: Depthwise-like layers (one input channel per group, stride 1) with fewer
@@ -284,6 +301,19 @@ def conv2d_direct(x, weight, bias, p):
     threads = _threads()
     rmap, cmap = _maps(p)
     if _is_plane_case(p) and p.c_out // p.groups < IGEMM_MIN_GROUP_OUT:
+        if _is_plane_same_case(p):
+            # version 9: the input read in place, one contiguous run of (plane, row band)
+            # units per thread; bands of ~PLANE_BAND_ELEMS outputs
+            band = max(1, PLANE_BAND_ELEMS // p.w_out)
+            units = p.n * p.c_out * (-(-p.h_out // band))
+            nworkers = max(1, min(units, threads))
+            zrow = np.zeros(p.w, dtype=x.dtype)
+            PATH_COUNTS["conv2d/direct/plane"] += 1       # the plane-case branch, either kernel
+            PATH_COUNTS["conv2d/direct/plane_same"] += 1
+            with _parallel_region():
+                k.conv2d_plane_same(x, w, b, out, rmap, cmap, p.padding[0], p.padding[2],
+                                    p.dilation[0], p.dilation[1], band, nworkers, zrow)
+            return out
         rows = _row_blocks(p.h_out, p.n * p.c_out, threads)
         total = p.n * p.c_out * (-(-p.h_out // rows))
         nworkers = max(1, min(total, 4 * threads))
