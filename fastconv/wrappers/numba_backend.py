@@ -29,7 +29,11 @@ conv2d
                 the GEMM (:data:`GEMM_PATH_SERIAL_FILL`).
     ``auto``    :func:`choose_conv2d`.
 conv_transpose2d
-    ``direct``  gather form, deterministic, no workspace (slow: a fallback).
+    ``direct``  gather form, deterministic: one register-blocked stride-1
+                convolution per output phase (sub-pixel decomposition, the
+                conv2d direct microkernel); depthwise-like layers and inputs
+                past the workspace cap: each output row sums its input rows,
+                no workspace (slow: a fallback).
     ``gemm``    W^T @ x (BLAS) into a capped workspace, then a deterministic
                 col2im (at column stride >= 2 through stride-phase rows,
                 kernel version 8: contiguous adds instead of interleaved ones).
