@@ -46,7 +46,10 @@ Versions:
 2. separable column pass + row pass (above); folds never store in place:
    ``acc[q] = v if take else acc[q]`` became a masked store (vmaskmovps,
    microcoded on this AMD CPU, ~5x slower than blend + store), so long
-   windows ping-pong between two row buffers.
+   windows ping-pong between two row buffers.  Row passes other than the fused
+   k_w = 2, 3 (dilation 1, stride 1 or 2) run tap by tap over the output row,
+   ping-ponging between two Wo-long buffers (7x7 stride-1 max pool, one thread:
+   48 -> 3.0 ms; its indices 62 -> 7.7 ms; 4x32x111x113 float32).
    Measured on 8x64x112x112 float32, 2 threads, wall-clock medians of 11 in one
    process, interleaved with torch and with version 1 (``python tools/measure_cpu.py
    --group pool --threads 2 --before-after``, a quiet minute of the shared machine).
@@ -676,7 +679,7 @@ def _fold_rows_idx(col, ci, tmp, ti, plane, r0, nr, dr, w_in):
 
 
 @njit(cache=True, inline="always")
-def _row_pass_val(oplane, oy, col, kw, sw, dw):
+def _row_pass_val(oplane, oy, col, kw, sw, dw, ta, tb):
     """oplane[oy, q] = max rule over col[q*sw + j*dw], j < kw (col: the padded folded row)."""
     n = oplane.shape[1]
     if dw == 1 and sw == 2 and kw == 2:
@@ -703,20 +706,90 @@ def _row_pass_val(oplane, oy, col, kw, sw, dw):
             m = v if _mx(v, m) else m
             v = col[q + 2]
             oplane[oy, q] = v if _mx(v, m) else m
-    else:
+    elif kw == 1:
         for q in range(n):
-            m = col[q * sw]
-            for j in range(1, kw):
-                v = col[q * sw + j * dw]
-                m = v if _mx(v, m) else m
-            oplane[oy, q] = m
+            oplane[oy, q] = col[q * sw]
+    elif kw == 2:
+        _tap_pass_val(oplane[oy], col, col, dw, sw, True)
+    else:  # tap by tap over the row, as in _row_pass_idx
+        _tap_pass_val(ta, col, col, dw, sw, True)
+        in_a = True
+        for j in range(2, kw):
+            if j == kw - 1:
+                if in_a:
+                    _tap_pass_val(oplane[oy], ta, col, j * dw, sw, False)
+                else:
+                    _tap_pass_val(oplane[oy], tb, col, j * dw, sw, False)
+            elif in_a:
+                _tap_pass_val(tb, ta, col, j * dw, sw, False)
+            else:
+                _tap_pass_val(ta, tb, col, j * dw, sw, False)
+            in_a = not in_a
 
 
 @njit(cache=True, inline="always")
-def _row_pass_idx(oplane, iplane, oy, col, ci, kw, sw, dw):
-    """As _row_pass_val with indices (ci: flat index of each col entry), order-free combine."""
+def _tap_pass_val(dst, src, col, off, sw, src_strided):
+    """dst[q] = src[q] (or tap 0, col[q*sw], when ``src_strided``) folded with col[off + q*sw]."""
+    n = dst.shape[0]
+    if sw == 1:
+        c = col[off:off + n]
+        a = src[:n]
+        for q in range(n):
+            m = a[q]
+            v = c[q]
+            dst[q] = v if _mx(v, m) else m
+    elif sw == 2:
+        c = col[off:]
+        if src_strided:
+            for q in range(n):
+                m = src[2 * q]
+                v = c[2 * q]
+                dst[q] = v if _mx(v, m) else m
+        else:
+            for q in range(n):
+                m = src[q]
+                v = c[2 * q]
+                dst[q] = v if _mx(v, m) else m
+    else:
+        for q in range(n):
+            m = src[q * sw] if src_strided else src[q]
+            v = col[off + q * sw]
+            dst[q] = v if _mx(v, m) else m
+
+
+@njit(cache=True, inline="always")
+def _row_pass_idx(oplane, iplane, oy, col, ci, kw, sw, dw, ta, tai, tb, tbi):
+    """As _row_pass_val with indices (ci: flat index of each col entry), order-free combine.
+
+    Other shapes than the fused ones run tap by tap over the whole output row
+    (vector loops at s_w = 1 and 2), ping-ponging between the row buffers
+    ``ta``/``tb`` (length Wo) and writing the output row in the last pass.
+    """
     n = oplane.shape[1]
-    if dw == 1 and sw == 2 and kw == 2:
+    if dw == 1 and sw == 1 and kw == 2:
+        for q in range(n):
+            m = col[q]
+            bi = ci[q]
+            v = col[q + 1]
+            iv = ci[q + 1]
+            t = _take(m, bi, v, iv)
+            oplane[oy, q] = v if t else m
+            iplane[oy, q] = iv if t else bi
+    elif dw == 1 and sw == 1 and kw == 3:
+        for q in range(n):
+            m = col[q]
+            bi = ci[q]
+            v = col[q + 1]
+            iv = ci[q + 1]
+            t = _take(m, bi, v, iv)
+            m = v if t else m
+            bi = iv if t else bi
+            v = col[q + 2]
+            iv = ci[q + 2]
+            t = _take(m, bi, v, iv)
+            oplane[oy, q] = v if t else m
+            iplane[oy, q] = iv if t else bi
+    elif dw == 1 and sw == 2 and kw == 2:
         for q in range(n):
             m = col[2 * q]
             bi = ci[2 * q]
@@ -739,18 +812,87 @@ def _row_pass_idx(oplane, iplane, oy, col, ci, kw, sw, dw):
             t = _take(m, bi, v, iv)
             oplane[oy, q] = v if t else m
             iplane[oy, q] = iv if t else bi
+    elif kw == 1:
+        for q in range(n):
+            oplane[oy, q] = col[q * sw]
+            iplane[oy, q] = ci[q * sw]
+    elif kw == 2:
+        _tap_pass_idx(oplane[oy], iplane[oy], col, ci, 0, col, ci, dw, sw, True)
+    else:
+        _tap_pass_idx(ta, tai, col, ci, 0, col, ci, dw, sw, True)
+        in_a = True
+        for j in range(2, kw):
+            if j == kw - 1:
+                if in_a:
+                    _tap_pass_idx(oplane[oy], iplane[oy], ta, tai, 0, col, ci, j * dw, sw, False)
+                else:
+                    _tap_pass_idx(oplane[oy], iplane[oy], tb, tbi, 0, col, ci, j * dw, sw, False)
+            elif in_a:
+                _tap_pass_idx(tb, tbi, ta, tai, 0, col, ci, j * dw, sw, False)
+            else:
+                _tap_pass_idx(ta, tai, tb, tbi, 0, col, ci, j * dw, sw, False)
+            in_a = not in_a
+
+
+@njit(cache=True, inline="always")
+def _tap_pass_idx(dst, di, src, si, s_off, col, ci, off, sw, src_strided):
+    """(dst, di)[q] = (src, si)[q] combined with the tap (col, ci)[off + q*sw].
+
+    ``src_strided``: the running value is itself tap 0 of col, read at q*sw
+    (first pass); otherwise src/si are row buffers read at q.
+    """
+    n = dst.shape[0]
+    if sw == 1:
+        c = col[off:off + n]
+        cc = ci[off:off + n]
+        if src_strided:
+            a = src[s_off:s_off + n]
+            ai = si[s_off:s_off + n]
+        else:
+            a = src[:n]
+            ai = si[:n]
+        for q in range(n):
+            m = a[q]
+            bi = ai[q]
+            v = c[q]
+            iv = cc[q]
+            t = _take(m, bi, v, iv)
+            dst[q] = v if t else m
+            di[q] = iv if t else bi
+    elif sw == 2:
+        c = col[off:]
+        cc = ci[off:]
+        if src_strided:
+            for q in range(n):
+                m = src[2 * q]
+                bi = si[2 * q]
+                v = c[2 * q]
+                iv = cc[2 * q]
+                t = _take(m, bi, v, iv)
+                dst[q] = v if t else m
+                di[q] = iv if t else bi
+        else:
+            for q in range(n):
+                m = src[q]
+                bi = si[q]
+                v = c[2 * q]
+                iv = cc[2 * q]
+                t = _take(m, bi, v, iv)
+                dst[q] = v if t else m
+                di[q] = iv if t else bi
     else:
         for q in range(n):
-            m = col[q * sw]
-            bi = ci[q * sw]
-            for j in range(1, kw):
-                v = col[q * sw + j * dw]
-                iv = ci[q * sw + j * dw]
-                t = _take(m, bi, v, iv)
-                m = v if t else m
-                bi = iv if t else bi
-            oplane[oy, q] = m
-            iplane[oy, q] = bi
+            if src_strided:
+                m = src[q * sw]
+                bi = si[q * sw]
+            else:
+                m = src[q]
+                bi = si[q]
+            v = col[off + q * sw]
+            iv = ci[off + q * sw]
+            t = _take(m, bi, v, iv)
+            dst[q] = v if t else m
+            di[q] = iv if t else bi
 
 
 @njit(cache=True)
@@ -804,6 +946,8 @@ def max_pool2d_sep(x, out, kh, kw, sh, sw, ph, pw, dh, dw, nchunk, nrb):
     for c in prange(nchunk):
         col = np.full(wp, -np.inf, dtype=x.dtype)  # -inf padding around the folded row
         tmp = np.empty(w_in, dtype=x.dtype)
+        ta = np.empty(wo, dtype=x.dtype)  # row buffers of the tap-by-tap row pass
+        tb = np.empty(wo, dtype=x.dtype)
         mid = col[pw:pw + w_in]
         for t in range(c * ntask // nchunk, (c + 1) * ntask // nchunk):
             pl, oy0, oy1 = _task_rows(t, nrb, rows_per, ho)
@@ -813,7 +957,7 @@ def max_pool2d_sep(x, out, kh, kw, sh, sw, ph, pw, dh, dw, nchunk, nrb):
                 hs = oy * sh - ph
                 i0, i1 = _tap_rows(hs, kh, dh, h)
                 _fold_rows_val(mid, tmp, plane, hs + i0 * dh, i1 - i0, dh)
-                _row_pass_val(oplane, oy, col, kw, sw, dw)
+                _row_pass_val(oplane, oy, col, kw, sw, dw, ta, tb)
 
 
 @njit(parallel=True, cache=True)
@@ -833,6 +977,10 @@ def max_pool2d_sep_idx(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw, nchunk, nrb,
         ci = np.full(wp, big)  # big's type: int32 when the plane allows (8-wide selects)
         tmp = np.empty(w_in, dtype=x.dtype)
         ti = ci[:w_in].copy()
+        ta = np.empty(wo, dtype=x.dtype)  # row buffers of the tap-by-tap row pass
+        tb = np.empty(wo, dtype=x.dtype)
+        tai = ci[:wo].copy()
+        tbi = ci[:wo].copy()
         mid = col[pw:pw + w_in]
         mi = ci[pw:pw + w_in]
         for t in range(c * ntask // nchunk, (c + 1) * ntask // nchunk):
@@ -844,7 +992,7 @@ def max_pool2d_sep_idx(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw, nchunk, nrb,
                 hs = oy * sh - ph
                 i0, i1 = _tap_rows(hs, kh, dh, h)
                 _fold_rows_idx(mid, mi, tmp, ti, plane, hs + i0 * dh, i1 - i0, dh, w_in)
-                _row_pass_idx(oplane, iplane, oy, col, ci, kw, sw, dw)
+                _row_pass_idx(oplane, iplane, oy, col, ci, kw, sw, dw, ta, tai, tb, tbi)
 
 
 @njit(cache=True, inline="always")
