@@ -82,10 +82,13 @@ Versions:
    ~4096 outputs; no scratch.  Dispatched for 3x3 with W <= 256.  MobileNet
    depthwise 16x32x112x112, 2 threads, same process, interleaved (median /
    10th percentile, quiet moments): kernel alone v5 2.36 -> v9 1.9-2.1 ms;
-   through fc.conv2d v5 2.77 -> v9 2.37 ms (torch 5.07 in that run), ratio
-   vs v5 0.84-0.86 in every run.  Single core, L2-resident planes: v5 18,
-   v9 12.5-14 cycles per 8 outputs.  Not used for 5x5 (1.1x v5) nor for
-   1024-wide 3x3 filters (1.04-1.18x v5 when the machine was quiet).
+   through fc.conv2d v5 2.77 -> v9 2.37 ms and 2.84 -> 2.43 ms (torch 5.07
+   and 5.14 ms in those runs: v9/torch 0.47, v5/torch 0.55); v9/v5 0.83-0.86
+   in every quiet run.  With another process holding a core, both take ~8 ms
+   (waits at the thread barrier dominate) and the ratio is ~1.  Single core,
+   L2-resident planes: v5 16.5-18, v9 12.4-13.7 cycles per 8 outputs (the
+   flat pass ~10, the recomputed edge columns ~2.4).  Not used for 5x5
+   (1.1x v5) nor for 1024-wide 3x3 filters (1.04-1.18x v5 when quiet).
 """
 from __future__ import annotations
 
