@@ -50,10 +50,10 @@ Versions:
    (outputs are computed Wp wide, the Wp - Wo extra per row dropped after
    the GEMM).  Trades (Wp/Wo - 1) extra GEMM work for a fill without
    per-row overhead (3x faster on LeNet C3-like small rows).
-7. conv2d_direct_flat: direct convolution at stride 1 on small planes with
-   the same "wide" trick: each tap is one long pass over the flattened
-   padded plane (2 output channels per pass, 3/5 taps fused), for layers
-   whose rows are too short for version 1 (LeNet: Wo = 28, 10).
+7. (removed) conv2d_direct_flat, the flattened-plane direct kernel for small
+   planes: superseded by the register-blocked kernel of ``cpu_igemm.py``,
+   which uses the same "wide" trick with outputs held in registers (LeNet-5
+   C3 on one core: 5.7 -> 2.3 ms).
 8. col2im_phase_planes: col2im for stride > 1 through stride-phase planes
    (the "sub-pixel" view of a transposed convolution): output pixel
    (qy*sh + ry, qx*sw + rx) is element (qy, qx) of phase plane (ry, rx).
@@ -102,7 +102,7 @@ from numba import njit, prange
 FASTMATH = {"reassoc", "contract", "nsz"}
 
 __all__ = ["padding_index_map", "conv2d_direct", "conv2d_plane_direct", "conv2d_plane_same",
-           "pad_planes", "wide_cols", "uncol_wide", "conv2d_direct_flat", "im2col_fill",
+           "pad_planes", "wide_cols", "uncol_wide", "im2col_fill",
            "conv_transpose2d_direct",
            "col2im_add", "phase_geometry", "col2im_phase_planes", "add_bias", "fill_bias"]
 
@@ -651,107 +651,6 @@ def im2col_fill(x, n0, nb, c0, cg, kh, kw, rmap, cmap, pl, sh, sw, dh, dw,
                 for ox in range(hi, x1):
                     s = cmap[ox * sw + j * dw]
                     dst[ox - x0] = src[s] if s >= 0 else 0.0
-
-
-@njit(cache=True, inline="always")
-def _acc2_k5(o0, o1, row, wa, wb, dw, n):
-    """Two output rows += 5 fused taps (stride 1) of one input row."""
-    a0, a1, a2, a3, a4 = wa[0], wa[1], wa[2], wa[3], wa[4]
-    b0, b1, b2, b3, b4 = wb[0], wb[1], wb[2], wb[3], wb[4]
-    r0, r1, r2 = row[0:n], row[dw:dw + n], row[2 * dw:2 * dw + n]
-    r3, r4 = row[3 * dw:3 * dw + n], row[4 * dw:4 * dw + n]
-    for q in range(n):
-        v0, v1, v2, v3, v4 = r0[q], r1[q], r2[q], r3[q], r4[q]
-        o0[q] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3 + a4 * v4
-        o1[q] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4
-
-
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
-def conv2d_direct_flat(x, w, b, out, rmap, cmap, pl, dh, dw, groups, nworkers, pad_scr,
-                       acc_scr):
-    """Direct convolution at stride 1 for small planes, on flattened padded planes (version 7).
-
-    Task (image, group, block of <= 4 output channels); tasks are split into
-    contiguous runs per worker so the padded planes of (image, group), built
-    once into the worker's scratch, serve all its channel blocks.  Outputs
-    are computed Wp wide: output pixel (oy, ox) is flat position oy*Wp + ox,
-    and tap (i, j) reads flat position + i*dh*Wp + j*dw, so every tap is ONE
-    long contiguous pass over Ho*Wp outputs (instead of Ho passes of Wo):
-    2 output channels per pass, kw = 3 and 5 taps fused.  The Wp - Wo extra
-    outputs per row are dropped when copying out.
-    pad_scr: (nworkers, >= C_in/G*(Hp+1)*Wp); acc_scr: (nworkers, >= 4*Ho*Wp).
-    ``b`` holds zeros when there is no bias.
-    """
-    n_img = x.shape[0]
-    c_out, cg, kh, kw = w.shape
-    ho, wo = out.shape[2], out.shape[3]
-    hp = rmap.shape[0]
-    wp = cmap.shape[0]
-    og = c_out // groups
-    cob = 4
-    nblk = (og + cob - 1) // cob
-    ln = ho * wp
-    plane_len = (hp + 1) * wp
-    total = n_img * groups * nblk
-    for wkr in prange(nworkers):
-        xpad = pad_scr[wkr, :cg * plane_len].reshape((cg, plane_len))
-        acc = acc_scr[wkr, :cob * ln].reshape((cob, ln))
-        last = -1
-        for t in range((total * wkr) // nworkers, (total * (wkr + 1)) // nworkers):
-            blk = t % nblk
-            key = t // nblk
-            g = key % groups
-            n = key // groups
-            if key != last:
-                xn = x[n]
-                for c in range(cg):
-                    plane = xpad[c]
-                    for pr in range(hp):
-                        _padded_row(xn, g * cg + c, rmap[pr], cmap, pl,
-                                    plane[pr * wp:(pr + 1) * wp])
-                    tail = plane[hp * wp:]
-                    for q in range(wp):
-                        tail[q] = 0.0
-                last = key
-            co0 = g * og + blk * cob
-            nco = min(cob, (g + 1) * og - co0)
-            for k in range(nco):
-                bv = b[co0 + k]
-                ak = acc[k]
-                for q in range(ln):
-                    ak[q] = bv
-            for c in range(cg):
-                for i in range(kh):
-                    st = i * dh * wp
-                    row = xpad[c, st:st + ln + (kw - 1) * dw]
-                    k = 0
-                    while k < nco:
-                        wa = w[co0 + k, c, i]
-                        if k + 1 < nco:
-                            wb = w[co0 + k + 1, c, i]
-                            if kw == 3:
-                                _acc2_k3(acc[k], acc[k + 1], row, wa[0], wa[1], wa[2], wb[0],
-                                         wb[1], wb[2], dw, 1, ln)
-                            elif kw == 5:
-                                _acc2_k5(acc[k], acc[k + 1], row, wa, wb, dw, ln)
-                            else:
-                                for j in range(kw):
-                                    _acc2(acc[k], acc[k + 1], row, wa[j], wb[j], j * dw, 1, ln)
-                            k += 2
-                        else:
-                            if kw == 3:
-                                _acc1_k3(acc[k], row, wa[0], wa[1], wa[2], dw, 1, ln)
-                            else:
-                                for j in range(kw):
-                                    _acc1(acc[k], row, wa[j], j * dw, 1, ln)
-                            k += 1
-            for k in range(nco):
-                ak = acc[k]
-                for oy in range(ho):
-                    src = ak[oy * wp:oy * wp + wo]
-                    dst = out[n, co0 + k, oy]
-                    for q in range(wo):
-                        dst[q] = src[q]
 
 
 @njit(parallel=True, cache=True)

@@ -298,7 +298,9 @@ def igemm_plan(p, itemsize: int, cap: int | None = None):
           "register-blocked direct convolution: stride-phase planes of the input, an "
           "LLVM-IR microkernel holding 4x24 (or 6x16) outputs in AVX registers over the "
           "whole reduction (implicit GEMM, nothing like im2col materialized), cache-blocked; "
-          "depthwise-like stride-1 layers use a ring of padded rows")
+          "depthwise/single-channel stride-1 3x3 'same' layers up to 256 wide read the "
+          "input in place (v9); other depthwise-like stride-1 layers use a ring of padded "
+          "rows (v5)")
 def conv2d_direct(x, weight, bias, p):
     k = _conv()
     x, w, b, has_bias, out = _conv_operands(x, weight, bias, p)
