@@ -39,7 +39,10 @@ conv_transpose2d
                 kernel version 8: contiguous adds instead of interleaved ones).
     ``auto``    :func:`choose_conv_transpose2d`.
 pooling
-    ``direct``  row-vectorized kernels (``kernels/cpu_pool.py``).
+    ``direct``  separable kernels (``kernels/cpu_pool.py`` version 2: the
+                window's rows folded into one row by vector loops, then the
+                row folded per output; version 1 for dilated windows that
+                can miss the input).
 
 Padding modes other than zeros never copy the whole padded input: the
 kernels read through an index map per axis (``padding_index_map``).
@@ -690,7 +693,7 @@ def choose_conv_transpose2d(p) -> str:
 # pooling
 # --------------------------------------------------------------------------
 @register("max_pool2d", "numba", "direct",
-          "row-vectorized max pooling with PyTorch's NaN/tie/index rule, parallel over planes")
+          "separable max pooling (rows folded, then columns) with PyTorch's NaN/tie/index rule")
 def max_pool2d(x, p):
     k = _pool()
     x, out = _input_and_output(x, p)
@@ -736,7 +739,7 @@ def _pool_tasks(planes: int, rows: int):
 
 
 @register("avg_pool2d", "numba", "direct",
-          "row-vectorized average pooling (ATen divisor rule), parallel over planes")
+          "separable average pooling (rows summed, then columns; ATen divisor rule)")
 def avg_pool2d(x, p):
     k = _pool()
     x, out = _input_and_output(x, p)
@@ -762,7 +765,7 @@ def adaptive_avg_pool2d(x, p):
 
 
 @register("adaptive_max_pool2d", "numba", "direct",
-          "adaptive max pooling with PyTorch's NaN/tie/index rule, one task per plane")
+          "separable adaptive max pooling with PyTorch's NaN/tie/index rule")
 def adaptive_max_pool2d(x, p):
     k = _pool()
     x, out = _input_and_output(x, p)
