@@ -187,10 +187,10 @@ def test_conv_transpose2d_phase_col2im_chunks_and_stride1(monkeypatch, rng):
 @pytest.mark.parametrize("xs, ws, kw, want", [
     ((16, 32, 112, 112), (32, 1, 3, 3), {"padding": 1, "groups": 32}, "direct"),  # depthwise
     ((1, 1, 1024, 1024), (1, 1, 5, 5), {"padding": "same"}, "direct"),   # image filter
-    ((256, 1, 32, 32), (6, 1, 5, 5), {}, "direct"),                      # LeNet C1, K=25
-    ((256, 6, 14, 14), (16, 6, 5, 5), {}, "direct"),                     # LeNet C3
-    ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1}, "direct"),
-    ((8, 128, 56, 56), (128, 128, 3, 3), {"padding": 1, "stride": 2}, "direct"),
+    ((256, 1, 32, 32), (6, 1, 5, 5), {}, "implicit-gemm"),               # LeNet C1
+    ((256, 6, 14, 14), (16, 6, 5, 5), {}, "implicit-gemm"),              # LeNet C3
+    ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1}, "implicit-gemm"),
+    ((8, 128, 56, 56), (128, 128, 3, 3), {"padding": 1, "stride": 2}, "implicit-gemm"),
     ((8, 256, 56, 56), (64, 256, 1, 1), {}, "im2col"),
     ((8, 512, 7, 7), (512, 512, 3, 3), {"padding": 1}, "im2col"),
 ])
@@ -217,10 +217,10 @@ def test_conv_transpose2d_auto_rule():
     ((2, 3, 9, 9), (3, 1, 3, 3), {"padding": 1, "groups": 3}, "conv2d/direct/plane"),
     ((1, 1, 200, 300), (1, 1, 5, 5), {"padding": 2}, "conv2d/direct/plane"),
     ((2, 2, 9, 9), (6, 1, 3, 3), {"padding": 1, "groups": 2}, "conv2d/direct/plane"),
-    ((3, 1, 12, 12), (6, 1, 5, 5), {}, "conv2d/direct/igemm"),
+    ((3, 1, 12, 12), (6, 1, 5, 5), {}, "conv2d/direct/plane"),
     ((2, 4, 10, 9), (6, 2, 3, 3), {"padding": 1, "groups": 2,
-                                   "padding_mode": "circular"}, "conv2d/direct/igemm"),
-    ((1, 3, 10, 12), (5, 3, 3, 3), {"stride": 2, "padding": 1}, "conv2d/direct/igemm"),
+                                   "padding_mode": "circular"}, "conv2d/direct"),
+    ((1, 3, 10, 12), (5, 3, 3, 3), {"stride": 2, "padding": 1}, "conv2d/direct"),
 ])
 def test_direct_paths(rng, xs, ws, kw, path):
     x = random_array(rng, xs, "float32")
@@ -256,6 +256,7 @@ def _thread_calls(rng):
     wt = random_array(rng, (8, 4, 4, 4), "float32")
     return [
         lambda: fc.conv2d(x, w, padding=1, backend="numba", algorithm="direct"),
+        lambda: fc.conv2d(x, w, padding=1, backend="numba", algorithm="implicit-gemm"),
         lambda: fc.conv2d(x, w, padding=1, backend="numba", algorithm="im2col"),
         lambda: fc.conv2d(x, wd, padding=1, groups=8, backend="numba"),
         lambda: fc.conv_transpose2d(x, wt, stride=2, padding=1, backend="numba",

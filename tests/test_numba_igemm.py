@@ -1,6 +1,7 @@
 """The register-blocked direct convolution of the "numba" backend (kernels/cpu_igemm.py).
 
-The shared backend tests cover it through ``algorithm="direct"``; these add
+The shared backend tests cover it as ``algorithm="implicit-gemm"`` (conv2d)
+and ``algorithm="direct"`` (conv_transpose2d); these add
 the cases that steer its internal choices: both register blocks, float64
 (4-wide vectors), reductions split into chunks, several images per task,
 row bands, stride phases with dilation, image chunks under a small workspace
@@ -29,9 +30,9 @@ def _ref(x, w, b, **kw):
 
 
 def _run(x, w, b, **kw):
-    before = nb.PATH_COUNTS["conv2d/direct/igemm"]
-    out = fc.conv2d(x, w, b, backend="numba", algorithm="direct", **kw)
-    assert nb.PATH_COUNTS["conv2d/direct/igemm"] == before + 1, "igemm path not taken"
+    before = nb.PATH_COUNTS["conv2d/implicit-gemm"]
+    out = fc.conv2d(x, w, b, backend="numba", algorithm="implicit-gemm", **kw)
+    assert nb.PATH_COUNTS["conv2d/implicit-gemm"] == before + 1, "igemm path not taken"
     return out
 
 
@@ -53,6 +54,8 @@ CASES = [
     ((2, 3, 1, 1), (5, 3, 1, 1), {"padding": 1}),                          # 1x1 input, padded
     ((1, 2, 5, 40), (4, 2, 1, 7), {"padding": "same"}),
     ((1, 1, 4, 4), (8, 1, 4, 4), {}),                                      # one output pixel
+    ((3, 1, 3, 3), (4, 1, 3, 3), {}),          # tiny unpadded images: tiles span > 1 image
+    ((4, 2, 2, 3), (5, 2, 2, 2), {}),
 ]
 
 
@@ -81,7 +84,7 @@ def test_fallback_without_workspace_when_one_image_exceeds_the_cap(rng, monkeypa
     x = random_array(rng, (2, 3, 12, 12), "float32")
     w = random_array(rng, (5, 3, 3, 3), "float32")
     before = nb.PATH_COUNTS["conv2d/direct"]
-    out = fc.conv2d(x, w, None, padding=1, backend="numba", algorithm="direct")
+    out = fc.conv2d(x, w, None, padding=1, backend="numba", algorithm="implicit-gemm")
     assert nb.PATH_COUNTS["conv2d/direct"] == before + 1
     assert_close(out, _ref(x, w, None, padding=1), "float32", "fallback")
 

@@ -8,16 +8,17 @@ from Numba's on-disk cache by later processes.
 Algorithms
 ----------
 conv2d
-    ``direct``  no GEMM library: the register-blocked direct convolution of
-                ``kernels/cpu_igemm.py`` (stride-phase planes of the input in a
-                workspace capped like im2col's, an LLVM-IR microkernel keeping
-                4x24 / 6x16 outputs in AVX registers over the reduction; host
-                side in :mod:`fastconv.wrappers.numba_igemm`); depthwise-like
-                layers at stride 1 (one input channel and fewer than
-                :data:`IGEMM_MIN_GROUP_OUT` output channels per group) ->
-                ``conv2d_plane_direct`` (version 5, ring of padded rows);
-                when one image's planes exceed the cap -> version 1
-                (row-blocked, no workspace beyond one row).
+    ``direct``  no workspace beyond a few rows per worker
+                (``kernels/cpu_conv.py``): depthwise / single-channel at
+                stride 1 -> version 9 (3x3 "same", input read in place) or 5
+                (ring of padded rows); otherwise version 1 (row-blocked, 2
+                output channels x 3 fused taps per inner loop).
+    ``implicit-gemm``  the register-blocked direct convolution of
+                ``kernels/cpu_igemm.py``: stride-phase planes of the input in
+                a workspace capped like im2col's, an LLVM-IR microkernel
+                keeping 4x24 / 6x16 outputs in AVX registers over the
+                reduction; host side in :mod:`fastconv.wrappers.numba_igemm`.
+                When one image's planes exceed the cap: version 1.
     ``im2col``  im2col into a capped workspace + BLAS GEMM (NumPy matmul ->
                 OpenBLAS).  At stride 1 the "wide" form (:func:`wide_im2col_images`)
                 copies whole padded planes instead of output rows.  1x1
@@ -280,9 +281,9 @@ def _is_plane_same_case(p) -> bool:
 
 
 #: Depthwise-like layers (one input channel per group, stride 1) with fewer
-#: output channels per group than this run ``conv2d_plane_direct``; with more
-#: (LeNet-5 C1: 6) the register-blocked kernel reuses each input load across
-#: channels (C1 on one core: 1.45 ms against 1.91 for the former flat kernel).
+#: output channels per group than this go to ``direct`` under "auto"; with more
+#: (LeNet-5 C1: 6) the implicit GEMM reuses each input load across channels
+#: (C1 on one core: 1.45 ms against 1.91 for the former flat direct kernel).
 IGEMM_MIN_GROUP_OUT = 4
 
 
@@ -298,18 +299,16 @@ def igemm_plan(p, itemsize: int, cap: int | None = None):
 
 
 @register("conv2d", "numba", "direct",
-          "register-blocked direct convolution: stride-phase planes of the input, an "
-          "LLVM-IR microkernel holding 4x24 (or 6x16) outputs in AVX registers over the "
-          "whole reduction (implicit GEMM, nothing like im2col materialized), cache-blocked; "
-          "depthwise/single-channel stride-1 3x3 'same' layers up to 256 wide read the "
-          "input in place (v9); other depthwise-like stride-1 layers use a ring of padded "
-          "rows (v5)")
+          "register-blocked direct convolution without workspace (2 output channels x "
+          "output row per inner loop, 3 taps fused for kw=3); depthwise/single-channel "
+          "stride-1 3x3 'same' layers up to 256 wide read the input in place (v9); other "
+          "depthwise-like stride-1 layers use a ring of padded rows (v5)")
 def conv2d_direct(x, weight, bias, p):
     k = _conv()
     x, w, b, has_bias, out = _conv_operands(x, weight, bias, p)
     threads = _threads()
     rmap, cmap = _maps(p)
-    if _is_plane_case(p) and p.c_out // p.groups < IGEMM_MIN_GROUP_OUT:
+    if _is_plane_case(p):
         if _is_plane_same_case(p):
             # version 9: the input read in place, one contiguous run of (plane, row band)
             # units per thread; bands of ~PLANE_BAND_ELEMS outputs
@@ -333,13 +332,12 @@ def conv2d_direct(x, weight, bias, p):
             k.conv2d_plane_direct(x, w, b, out, rmap, cmap, p.padding[2], p.dilation[0],
                                   p.dilation[1], rows, nworkers, scratch)
         return out
-    plan = igemm_plan(p, x.dtype.itemsize)
-    if plan is not None:
-        from . import numba_igemm
-        PATH_COUNTS["conv2d/direct/igemm"] += 1
-        with _parallel_region():
-            numba_igemm.run(_igemm(), x, w, b, out, p, plan, rmap, cmap, threads, _workspace)
-        return out
+    _direct_rows(k, x, w, b, has_bias, out, p, rmap, cmap, threads)
+    return out
+
+
+def _direct_rows(k, x, w, b, has_bias, out, p, rmap, cmap, threads):
+    """Version 1: row-blocked, no workspace beyond one padded row per worker."""
     og = p.c_out // p.groups
     tasks = p.n * p.groups * (-(-og // 4))
     rows = _row_blocks(p.h_out, tasks, threads)
@@ -351,6 +349,25 @@ def conv2d_direct(x, weight, bias, p):
         k.conv2d_direct(x, w, b, has_bias, out, rmap, cmap, p.padding[2], p.stride[0],
                         p.stride[1], p.dilation[0], p.dilation[1], p.groups, rows, nworkers,
                         scratch)
+
+
+@register("conv2d", "numba", "implicit-gemm",
+          "register-blocked implicit GEMM: stride-phase planes of the input (a workspace "
+          "capped like im2col's), an LLVM-IR microkernel holding 4x24 (or 6x16) outputs in "
+          "AVX registers over the whole reduction, BLIS-like cache blocking; nothing like "
+          "im2col materialized")
+def conv2d_implicit_gemm(x, weight, bias, p):
+    x, w, b, has_bias, out = _conv_operands(x, weight, bias, p)
+    threads = _threads()
+    rmap, cmap = _maps(p)
+    plan = igemm_plan(p, x.dtype.itemsize)
+    if plan is None:  # one image's planes exceed the cap: no workspace at all
+        _direct_rows(_conv(), x, w, b, has_bias, out, p, rmap, cmap, threads)
+        return out
+    from . import numba_igemm
+    PATH_COUNTS["conv2d/implicit-gemm"] += 1
+    with _parallel_region():
+        numba_igemm.run(_igemm(), x, w, b, out, p, plan, rmap, cmap, threads, _workspace)
     return out
 
 
@@ -505,21 +522,28 @@ def conv2d_im2col(x, weight, bias, p):
 
 @register_chooser("conv2d", "numba")
 def choose_conv2d(p) -> str:
-    """The "auto" rule: the register-blocked direct kernel except where GEMM wins.
+    """The "auto" rule: the register-blocked implicit GEMM except where another kernel wins.
 
+    * depthwise-like layers at stride 1 (one input channel and fewer than
+      :data:`IGEMM_MIN_GROUP_OUT` output channels per group: MobileNet
+      depthwise, image filters) -> direct (the plane kernels stream each
+      plane once; a reduction of kh*kw taps gives a GEMM nothing to chew on);
     * 1x1 stride-1 unpadded convolutions -> im2col (which is then no im2col
-      at all: the input already is the GEMM operand, OpenBLAS runs it);
+      at all: the input already is the GEMM operand; OpenBLAS ran 71 GFLOP/s
+      on one core there against 50-65 for implicit-gemm);
     * small output planes with long reductions (``Ho*Wo <`` :data:`DIRECT_MIN_PIXELS`
       and ``C_in/G*kh*kw >= 1024``, e.g. ResNet-50 conv5 3x3 512 on 7x7) -> im2col:
-      each image gives the direct kernel only a few tiles per weight chunk;
-    * everything else -> direct (depthwise-like layers through the plane kernel).
+      each image gives the microkernel only a few tiles per weight chunk;
+    * everything else -> implicit-gemm.
     """
+    if _is_plane_case(p) and p.c_out // p.groups < IGEMM_MIN_GROUP_OUT:
+        return "direct"
     if _is_pointwise(p):
         return "im2col"
     if (p.h_out * p.w_out < DIRECT_MIN_PIXELS
             and (p.c_in // p.groups) * p.kh * p.kw >= 1024):
         return "im2col"
-    return "direct"
+    return "implicit-gemm"
 
 
 #: See :func:`choose_conv2d`.

@@ -147,6 +147,8 @@ def plan(p, itemsize: int, threads: int, cap: int) -> IgemmPlan | None:
     blen = max(p.c_in * s * plane, (p.groups - 1) * gstride + int(offs.max()) + ho * wq + tile)
     if blen * itemsize > cap:
         return None
+    # reading in place, tiles of an image may reach into the next image only
+    in_place = in_place and blen <= 2 * p.c_in * plane
     # a tile's distinct input lines per channel: one window per kernel row and
     # column phase, each spanning ceil(window bytes / 64) + 1 lines
     window = (tile + ((p.kw - 1) * dw) // sw) * itemsize
