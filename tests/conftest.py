@@ -60,3 +60,33 @@ def pytest_report_header(config):
     seed = os.environ.get("FASTCONV_SEED")
     lines.append(f"FASTCONV_SEED={seed}" if seed else "FASTCONV_SEED unset: fresh random inputs")
     return lines
+
+
+# --------------------------------------------------------------------------
+# slow subprocess checks: started as soon as the run's tests are known
+# --------------------------------------------------------------------------
+_BACKGROUND_TESTS = {
+    # test function name -> (job name, spec factory name in background.py)
+    "test_shared_tests_pass_with_numba_boundscheck": ("boundscheck", "boundscheck_spec"),
+    "test_numba_cuda_kernels_under_the_simulator": ("cudasim", "cudasim_spec"),
+}
+
+
+def pytest_collection_finish(session):
+    """Start the selected slow subprocess checks now, to overlap the rest of the run."""
+    import background
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for item in session.items:
+        job = _BACKGROUND_TESTS.get(getattr(item, "originalname", item.name))
+        if job is None:
+            continue
+        if any(m.name == "skipif" and m.args and m.args[0] for m in item.iter_markers()):
+            continue
+        name, spec = job
+        background.start(name, *getattr(background, spec)(repo))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import background
+    background.stop_all()
+
