@@ -254,9 +254,8 @@ def conv2d_direct(x, w, b, has_bias, out, rmap, cmap, pl, sh, sw, dh, dw, groups
                     c = g * cg + ci
                     for i in range(kh):
                         sr = rmap[oy * sh + i * dh]
-                        if sr < 0:
-                            continue
-                        _build_row(xn, c, sr, cmap, pl, row)
+                        # a padding row is still multiplied (0 * Inf = NaN, as PyTorch)
+                        _padded_row(xn, c, sr, cmap, pl, row)
                         k = 0
                         while k < nco:
                             o0 = out[n, co0 + k, oy]

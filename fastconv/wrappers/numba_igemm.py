@@ -1,10 +1,10 @@
 """Host side of the register-blocked direct convolution (``kernels/cpu_igemm.py``).
 
-The "numba" backend's conv2d ``direct`` algorithm runs this for every layer
-except depthwise-like ones (one input channel per group and few output
-channels per group, which ``conv2d_plane_direct`` streams) and layers whose
-single image of phase planes would not fit the workspace cap (then the
-row-blocked kernel version 1, which needs no workspace).
+The "numba" backend's conv2d ``implicit-gemm`` algorithm (what "auto" picks
+for most layers) runs :func:`run`, except when a single image of phase planes
+would not fit the workspace cap (then the row-blocked ``direct`` kernel
+version 1, which needs no workspace); its conv_transpose2d ``direct`` runs
+:func:`run_transposed`, one stride-1 convolution per output phase.
 
 :func:`plan` turns checked :class:`~fastconv.arguments.ConvParams` into every
 size the kernels need (phase-plane geometry, tap offsets, register block,
