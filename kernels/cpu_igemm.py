@@ -77,18 +77,14 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-__all__ = ["MICROKERNELS", "vector_width", "phase_planes", "conv_tiles"]
+__all__ = ["MICROKERNELS", "phase_planes", "conv_tiles"]
 
 #: (MR, NV) register blocks, indexed by the ``shape_id`` argument of :func:`conv_tiles`.
-MICROKERNELS = ((4, 3), (6, 2))
+MICROKERNELS = ((4, 3), (6, 2))  # mirrored by fastconv.wrappers.numba_igemm (no numba import there)
 #: Prefetch, per tap, the line that ends the next tile's window (tiles are swept
 #: left to right): VGG-16 conv1_2 on one core 76 -> 89 GFLOP/s, ResNet-50 3x3 81 -> 84.
 PREFETCH = True
 
-
-def vector_width(itemsize: int) -> int:
-    """Elements per 256-bit vector: 8 float32 or 4 float64."""
-    return 32 // itemsize
 
 
 def _make_microkernel(mr: int, nv: int):

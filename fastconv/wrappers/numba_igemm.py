@@ -65,9 +65,6 @@ class IgemmPlan:
     ldc: int           # scratch row length (elements)
     in_place: bool = False  # unpadded stride 1: all images but the last read from x itself
 
-    @property
-    def workspace_bytes_per_image(self) -> int:
-        return self.blen
 
     def scratch_len(self) -> int:
         return self.imgs_per_task * self.nblk * self.mr * self.ldc
@@ -98,7 +95,7 @@ def _register_block(og: int, itemsize: int, pixels: int) -> tuple[int, int, int,
     return shape_id, mr, nv * vw, -(-og // mr)
 
 
-def _blocking(*, n, groups, cg, og, ho, wq, taps_per_channel, lines_per_channel, itemsize,
+def _blocking(*, groups, cg, og, ho, wq, taps_per_channel, lines_per_channel, itemsize,
               threads, images, tile, mr, nblk):
     """(kc, mc, imgs_per_task, band_rows, ldc) for the cache blocking of the module docstring."""
     copad = nblk * mr
@@ -154,7 +151,7 @@ def plan(p, itemsize: int, threads: int, cap: int) -> IgemmPlan | None:
     window = (tile + ((p.kw - 1) * dw) // sw) * itemsize
     images = max(1, min(p.n, cap // (blen * itemsize)))
     kc, mc, imgs, band, ldc = _blocking(
-        n=p.n, groups=p.groups, cg=cg, og=og, ho=ho, wq=wq, taps_per_channel=p.kh * p.kw,
+        groups=p.groups, cg=cg, og=og, ho=ho, wq=wq, taps_per_channel=p.kh * p.kw,
         lines_per_channel=p.kh * min(p.kw, sw) * (-(-window // 64) + 1), itemsize=itemsize,
         threads=threads, images=images, tile=tile, mr=mr, nblk=nblk)
     return IgemmPlan(hq=hq, pstride=plane, wq=wq, gstride=gstride, blen=blen, offs=offs,
@@ -287,7 +284,7 @@ def plan_transposed(p, itemsize: int, threads: int, cap: int) -> TransposedPlan 
     full = []
     for ry, rx, rows, cols, offs, ti, tj in phases:
         blocking = _blocking(
-            n=p.n, groups=p.groups, cg=cg, og=og, ho=rows, wq=wq,
+            groups=p.groups, cg=cg, og=og, ho=rows, wq=wq,
             taps_per_channel=len(ti) * len(tj),
             lines_per_channel=len(ti) * (-(-window // 64) + 1), itemsize=itemsize,
             threads=threads, images=images, tile=tile, mr=mr, nblk=nblk)
