@@ -69,6 +69,41 @@ def test_igemm_matches_reference(rng, dtype, xs, ws, kw):
     assert_close(_run(x, w, None, **kw), _ref(x, w, None, **kw), dtype, "no bias")
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_packed_tiles_match_reference(rng, monkeypatch, dtype):
+    """Exact ("packed") tiles, forced on every case: tiles spanning rows and images."""
+    monkeypatch.setattr(numba_igemm, "PACKED", "always")
+    for xs, ws, kw in CASES + [((3, 8, 7, 7), (13, 8, 3, 3), {"padding": 1})]:
+        x = random_array(rng, xs, dtype)
+        w = random_array(rng, ws, dtype)
+        b = random_array(rng, (ws[0],), dtype)
+        before = nb.PATH_COUNTS["conv2d/implicit-gemm/packed"]
+        assert_close(_run(x, w, b, **kw), _ref(x, w, b, **kw), dtype, f"{xs} {ws} {kw}")
+        assert nb.PATH_COUNTS["conv2d/implicit-gemm/packed"] == before + 1
+
+
+def test_packed_tiles_in_several_reduction_chunks_and_bands(rng, monkeypatch):
+    monkeypatch.setattr(numba_igemm, "PACKED", "always")
+    monkeypatch.setattr(numba_igemm, "PACK_L1_BYTES", 40 * 4 * 24)    # kc = 40 taps
+    monkeypatch.setattr(numba_igemm, "C_PACKED_BYTES", 4 * 16 * 60)   # bands of rows
+    x = random_array(rng, (2, 9, 13, 12), "float32")
+    w = random_array(rng, (16, 9, 3, 3), "float32")
+    p = parse_conv2d(x.shape, w.shape, padding=1)
+    pl = nb.igemm_plan(p, 4)
+    assert pl.packed and pl.kc < 81 and pl.band_rows < p.h_out
+    assert_close(_run(x, w, None, padding=1), _ref(x, w, None, padding=1), "float32", "chunks")
+
+
+def test_auto_takes_packed_tiles_only_where_wide_tiles_waste_much():
+    wide_waste = parse_conv2d((8, 512, 7, 7), (512, 512, 3, 3), padding=1)   # 72 per 49
+    small_waste = parse_conv2d((1, 256, 56, 56), (256, 256, 3, 3), padding=1)
+    few_channels = parse_conv2d((256, 6, 14, 14), (16, 6, 5, 5))             # LeNet-5 C3
+    assert numba_igemm.plan(wide_waste, 4, 2, 1 << 26).packed
+    assert not numba_igemm.plan(small_waste, 4, 2, 1 << 26).packed
+    assert not numba_igemm.plan(few_channels, 4, 2, 1 << 26).packed
+    assert nb.choose_conv2d(wide_waste) == "implicit-gemm"
+
+
 def test_igemm_image_chunks_under_a_small_cap(rng, monkeypatch):
     x = random_array(rng, (7, 3, 9, 8), "float32")
     w = random_array(rng, (5, 3, 3, 3), "float32")
@@ -110,7 +145,7 @@ def test_conv_tiles_refuses_a_short_buffer(rng):
     w = random_array(rng, (4, 3, 3, 3), "float32")
     p = parse_conv2d(x.shape, w.shape, padding=1)
     pl = numba_igemm.plan(p, 4, 1, 1 << 26)
-    apack = numba_igemm.pack_weights(w, 1, pl.nblk, pl.mr)
+    apack = numba_igemm.pack_weights(k, w, 1, pl.nblk, pl.mr)
     out = np.empty(p.output_shape, np.float32)
     bias = np.zeros(4, np.float32)
     short = np.zeros((1, pl.blen - pl.tile), np.float32)
@@ -128,6 +163,35 @@ def test_conv_tiles_refuses_a_short_buffer(rng):
         k.conv_tiles(full, 1, 0, pl.offs, apack, bias, out, 1, pl.gstride, pl.wq, p.h_out,
                      p.w_out, 1, 0, 1, 1, pl.imgs_per_task, pl.band_rows, pl.kc, pl.mc,
                      pl.shape_id, 1, scratch)
+
+
+def test_conv_tiles_packed_refuses_short_buffers(rng, monkeypatch):
+    monkeypatch.setattr(numba_igemm, "PACKED", "always")
+    k = nb._igemm()
+    x = random_array(rng, (2, 3, 10, 10), "float32")
+    w = random_array(rng, (4, 3, 3, 3), "float32")
+    p = parse_conv2d(x.shape, w.shape, padding=1)
+    pl = numba_igemm.plan(p, 4, 1, 1 << 26)
+    assert pl.packed
+    apack = numba_igemm.pack_weights(k, w, 1, pl.nblk, pl.mr)
+    out = np.empty(p.output_shape, np.float32)
+    bias = np.zeros(4, np.float32)
+    scratch = np.zeros((1, pl.scratch_len()), np.float32)
+    full = np.zeros((2, pl.blen), np.float32)
+
+    def call(buf, scr, offs=pl.offs, nb_=2):
+        k.conv_tiles_packed(buf, nb_, 0, offs, apack, bias, out, 1, pl.gstride, p.h_out,
+                            p.w_out, pl.wq, pl.imgs_per_task, pl.band_rows, pl.kc, pl.mc,
+                            pl.shape_id, 1, scr)
+
+    call(full, scratch)                                # the right sizes run
+    short = np.zeros((2, pl.blen // 2), np.float32)
+    for bad in (lambda: call(short, scratch),                                 # short image
+                lambda: call(full[:1], scratch),                          # too few images
+                lambda: call(full, scratch[:, :-1]),                      # short scratch
+                lambda: call(full, scratch, offs=pl.offs - 10 ** 6)):     # negative offset
+        with pytest.raises(IndexError):
+            bad()
 
 
 def test_non_finite_values_propagate(rng):

@@ -23,6 +23,16 @@ core; they are not critical to within 2x):
 * a task's accumulators (``C_out/G`` padded x wide pixels of its band) fit in
   :data:`C_L2_BYTES`; small planes group several images per task instead, so
   each weight chunk serves at least 16 tiles.
+
+Exact ("packed") tiles (``conv_tiles_packed``, see :func:`_use_packed` and
+:func:`_packed_blocking`) replace the wide ones where those execute much more
+than the useful work: small planes (7x7 padded to 9 wide) with many output
+channels to share the cost of packing.  Measured on ResNet-50 3x3 512 on 7x7
+(8 images, one core): wide 27.9 ms, packed 24.6; the predicted 30 % gain (72
+wide pixels per 49) shrank to 12 % because packing a 16-pixel tile of 7-pixel
+runs costs about 12 blocks' worth of microkernel work per tap (fitted on that
+layer and on 3x3 256 on 14x14, where packed lost by 3 %: hence
+:data:`PACK_COST_BLOCKS`).
 """
 from __future__ import annotations
 
@@ -39,6 +49,20 @@ C_L2_BYTES = 160 * 1024
 #: Phase planes an odd number of 64-byte lines apart (see phase_planes): 2-3 %
 #: faster on 64x64 padded planes (16 KiB apart otherwise), no change elsewhere.
 PAD_PLANES = True
+#: Exact ("packed") tiles, ``conv_tiles_packed``: "auto" (when the wide tiles
+#: would execute clearly more than the useful work, see :func:`plan`), "always"
+#: or "never" (tests and measurements).
+PACKED = "auto"
+#: A tile's packed windows per reduction chunk (L1), packed mode.
+PACK_L1_BYTES = 16 * 1024
+#: All of a task's packed tiles per reduction chunk (L2), packed mode.
+PACK_L2_BYTES = 256 * 1024
+#: A task's accumulators in packed mode (few large tasks: every task streams all the weights).
+C_PACKED_BYTES = 1 << 20
+#: Cost of packing one tap of one tile, in units of one MR-channel block's
+#: microkernel work on it (estimated: a 24-pixel copy in runs ~ 15-30 cycles,
+#: a 4x3 block 6 cycles per tap).
+PACK_COST_BLOCKS = 12.0
 #: Register blocks (MR output channels, NV vectors of pixels), as kernels/cpu_igemm.MICROKERNELS.
 MICROKERNELS = ((4, 3), (6, 2))
 
@@ -64,9 +88,11 @@ class IgemmPlan:
     band_rows: int
     ldc: int           # scratch row length (elements)
     in_place: bool = False  # unpadded stride 1: all images but the last read from x itself
-
+    packed: bool = False    # exact tiles (conv_tiles_packed): ldc counts valid pixels
 
     def scratch_len(self) -> int:
+        if self.packed:
+            return self.nblk * self.mr * self.ldc + self.ldc * self.kc
         return self.imgs_per_task * self.nblk * self.mr * self.ldc
 
 
@@ -154,24 +180,64 @@ def plan(p, itemsize: int, threads: int, cap: int) -> IgemmPlan | None:
         groups=p.groups, cg=cg, og=og, ho=ho, wq=wq, taps_per_channel=p.kh * p.kw,
         lines_per_channel=p.kh * min(p.kw, sw) * (-(-window // 64) + 1), itemsize=itemsize,
         threads=threads, images=images, tile=tile, mr=mr, nblk=nblk)
+    packed = _use_packed(p, wq, tile, nblk, band, ldc, imgs)
+    if packed:
+        kc, mc, imgs, band, ldc = _packed_blocking(p, itemsize, threads, images, tile, nblk * mr)
+        mc = max(mr, mc // mr * mr)
     return IgemmPlan(hq=hq, pstride=plane, wq=wq, gstride=gstride, blen=blen, offs=offs,
-                     in_place=in_place,
+                     in_place=in_place, packed=packed,
                      shape_id=shape_id, mr=mr, tile=tile, nblk=nblk, kc=kc, mc=mc,
                      images_per_chunk=images, imgs_per_task=imgs, band_rows=band, ldc=ldc)
 
 
-def pack_weights(weight: np.ndarray, groups: int, nblk: int, mr: int) -> np.ndarray:
+def _use_packed(p, wq, tile, nblk, band, ldc, imgs) -> bool:
+    """Exact tiles when the wide ones execute over ``1 + PACK_COST_BLOCKS/nblk + 3 %`` of the useful work."""
+    if PACKED != "auto":
+        return PACKED == "always"
+    useful = p.h_out * p.w_out
+    wide = -(-p.h_out // band) * ldc          # wide pixels per image (bands of ldc)
+    return wide > useful * (1.03 + PACK_COST_BLOCKS / nblk)
+
+
+def _packed_blocking(p, itemsize, threads, images, tile, copad):
+    """(kc, mc, imgs_per_task, band_rows, ldc) for exact tiles: few large tasks.
+
+    Per task and chunk of ``kc`` taps, all the task's tiles are packed first
+    (``ldc x kc``: one tile's pack within :data:`PACK_L1_BYTES`, all within
+    :data:`PACK_L2_BYTES`), then for each group of ``mc`` output channels
+    (weights ``mc x kc`` within half of :data:`A_L2_BYTES`) every tile runs the
+    microkernel for every block of the group.  Tasks: whole images, as many per
+    task as leave every thread one task (each task streams every weight),
+    accumulators within :data:`C_PACKED_BYTES`; large planes are cut into bands.
+    """
+    kk = (p.c_in // p.groups) * p.kh * p.kw
+    kc = max(1, min(kk, PACK_L1_BYTES // (tile * itemsize)))
+    mc = max(4, (A_L2_BYTES // 2) // (kc * itemsize))
+    pix = max(tile, min(C_PACKED_BYTES // (copad * itemsize), PACK_L2_BYTES // (kc * itemsize)))
+    per_img = p.h_out * p.w_out
+    if per_img <= pix:
+        band = p.h_out
+        imgs = max(1, min(pix // per_img, -(-images // threads)))
+    else:
+        imgs, band = 1, max(1, min(p.h_out, pix // max(1, p.w_out)))
+        while band > 1 and p.groups * images * -(-p.h_out // band) < threads:
+            band = -(-band // 2)
+    ldc = -(-imgs * band * p.w_out // tile) * tile
+    return kc, mc, imgs, band, ldc
+
+
+def pack_weights(kernels, weight: np.ndarray, groups: int, nblk: int, mr: int) -> np.ndarray:
     """(G, nblk, K, MR): packed[g, b, k, m] = w[g*Og + b*MR + m, k] (zeros past Og)."""
     og = weight.shape[0] // groups
-    return _pack(weight.reshape(groups, og, -1), nblk, mr)
+    return _pack(kernels, weight.reshape(groups, og, -1), nblk, mr)
 
 
-def _pack(wk: np.ndarray, nblk: int, mr: int) -> np.ndarray:
-    """wk (G, Og, K) -> (G, nblk, K, MR), zero rows past Og."""
+def _pack(kernels, wk: np.ndarray, nblk: int, mr: int) -> np.ndarray:
+    """wk (G, Og, K) -> (G, nblk, K, MR), zero rows past Og (``kernels.pack_weights``)."""
     groups, og, kk = wk.shape
-    packed = np.zeros((groups, nblk * mr, kk), dtype=wk.dtype)
-    packed[:, :og] = wk
-    return np.ascontiguousarray(packed.reshape(groups, nblk, mr, kk).transpose(0, 1, 3, 2))
+    packed = np.empty((groups, nblk, kk, mr), dtype=wk.dtype)
+    kernels.pack_weights(np.ascontiguousarray(wk), nblk, mr, packed)
+    return packed
 
 
 def run(kernels, x, weight, b, out, p, pl_: IgemmPlan, rmap, cmap, threads, workspace):
@@ -180,13 +246,19 @@ def run(kernels, x, weight, b, out, p, pl_: IgemmPlan, rmap, cmap, threads, work
     ``kernels``: the ``cpu_igemm`` module; ``workspace(name, shape, dtype)``
     returns a reused buffer; ``b`` holds zeros when there is no bias.
     """
-    apack = pack_weights(weight, p.groups, pl_.nblk, pl_.mr)
+    apack = pack_weights(kernels, weight, p.groups, pl_.nblk, pl_.mr)
     sh, sw = p.stride
 
     def tiles(src, nb, n0):
         tasks = p.groups * -(-nb // pl_.imgs_per_task) * -(-p.h_out // pl_.band_rows)
         nworkers = max(1, min(threads, tasks))
         scratch = workspace("igemm_acc", (nworkers, pl_.scratch_len()), x.dtype)
+        if pl_.packed:
+            kernels.conv_tiles_packed(src, nb, n0, pl_.offs, apack, b, out, p.groups,
+                                      pl_.gstride, p.h_out, p.w_out, pl_.wq, pl_.imgs_per_task,
+                                      pl_.band_rows, pl_.kc, pl_.mc, pl_.shape_id, nworkers,
+                                      scratch)
+            return
         kernels.conv_tiles(src, nb, n0, pl_.offs, apack, b, out, p.groups, pl_.gstride, pl_.wq,
                            p.h_out, p.w_out, 0, 0, 1, 1,
                            pl_.imgs_per_task, pl_.band_rows, pl_.kc, pl_.mc, pl_.shape_id,
@@ -307,7 +379,7 @@ def run_transposed(kernels, conv_kernels, x, weight, b, out, p, tp: TransposedPl
     packs = []
     for ry, rx, rows, cols, offs, ti, tj, _ in tp.phases:
         sub = wg[:, :, :, list(ti)][:, :, :, :, list(tj)].reshape(g, og, -1)
-        packs.append(_pack(sub, tp.nblk, tp.mr))
+        packs.append(_pack(kernels, sub, tp.nblk, tp.mr))
     rmap = conv_kernels.padding_index_map(p.h, tp.top, tp.hq - p.h - tp.top, "zeros")
     cmap = conv_kernels.padding_index_map(p.w, tp.left, tp.wq - p.w - tp.left, "zeros")
     images = tp.images_per_chunk
