@@ -261,3 +261,12 @@ def test_transposed_plan_phases_cover_every_tap_once():
         for i in range(p.kh):   # each tap row belongs to the phase its residue picks
             r = (i * p.dilation[0] - p.padding[0]) % p.stride[0]
             assert (r, i) in seen or r >= p.h_out
+
+
+def test_plans_are_memoized_per_setting(monkeypatch):
+    p = parse_conv2d((2, 8, 7, 7), (16, 8, 3, 3), padding=1)
+    first = numba_igemm.plan(p, 4, 2, 1 << 26)
+    assert numba_igemm.plan(p, 4, 2, 1 << 26) is first
+    assert numba_igemm.plan(p, 8, 2, 1 << 26) is not first
+    monkeypatch.setattr(numba_igemm, "PACKED", "always" if not first.packed else "never")
+    assert numba_igemm.plan(p, 4, 2, 1 << 26).packed != first.packed
