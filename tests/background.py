@@ -82,6 +82,12 @@ def cudasim_spec(repo: str):
     return cmd, repo, env, 1200, None
 
 
+def warm_spec(repo: str):
+    """Numba cache warming for the late specializations (see warm_numba_cache.py)."""
+    cmd = [_python(), os.path.join("tests", "warm_numba_cache.py")]
+    return cmd, repo, dict(os.environ), 1800, None
+
+
 def _python() -> str:
     import sys
     return sys.executable

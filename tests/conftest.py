@@ -84,6 +84,16 @@ def pytest_collection_finish(session):
             continue
         name, spec = job
         background.start(name, *getattr(background, spec)(repo))
+    # a run with many numba pooling tests (the whole suite): warm Numba's cache
+    # for the specializations it reaches last, on the otherwise idle core
+    pooling = sum(1 for item in session.items
+                  if "numba" in item.nodeid and "pool" in item.nodeid and "cuda" not in item.nodeid)
+    if pooling >= WARM_CACHE_MIN_TESTS and os.environ.get("NUMBA_BOUNDSCHECK") != "1":
+        background.start("warm", *background.warm_spec(repo))
+
+
+#: Selected numba pooling tests from which a run warms the cache in the background.
+WARM_CACHE_MIN_TESTS = 100
 
 
 def pytest_sessionfinish(session, exitstatus):

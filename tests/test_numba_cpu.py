@@ -381,3 +381,21 @@ def test_max_pool2d_random_sweep_exact(seed, rng):
         assert_exact(idx, ref_idx, f"indices {kw_}")
         assert_exact(fc.max_pool2d(x, backend="numba", **kw_), ref, f"no indices {kw_}")
         done += 1
+
+
+def test_read_only_arrays_reuse_the_compiled_kernels(rng):
+    """Read-only inputs, weights and biases are copied, not compiled for again (20-60 s each)."""
+    x = random_array(rng, (1, 2, 6, 6), "float32")
+    w = random_array(rng, (3, 2, 3, 3), "float32")
+    b = random_array(rng, (3,), "float32")
+    want_pool = fc.max_pool2d(x, 2, backend="numba")
+    want_conv = fc.conv2d(x, w, b, padding=1, backend="numba", algorithm="implicit-gemm")
+    kernels = [nb._pool().max_pool2d_sep, nb._igemm().phase_planes, nb._igemm().conv_tiles]
+    before = [len(k.signatures) for k in kernels]
+    xr, wr, br = x.copy(), w.copy(), b.copy()
+    for a in (xr, wr, br):
+        a.flags.writeable = False
+    assert_exact(fc.max_pool2d(xr, 2, backend="numba"), want_pool, "read-only pooling")
+    assert_exact(fc.conv2d(xr, wr, br, padding=1, backend="numba", algorithm="implicit-gemm"),
+                 want_conv, "read-only conv2d")
+    assert [len(k.signatures) for k in kernels] == before

@@ -217,19 +217,34 @@ def _workspace(name: str, shape, dtype) -> np.ndarray:
 def _bias_or_dummy(bias, n, dtype):
     if bias is None:
         return np.zeros(n, dtype=dtype), False
-    return np.ascontiguousarray(bias), True
+    return _kernel_array(bias, "bias"), True
+
+
+def _kernel_array(a, what):
+    """``a`` if C-contiguous and writeable, else a copy that is (allocated by name).
+
+    Numba types read-only arrays apart and compiles every kernel once more for
+    them (read-only inputs: ``np.broadcast_to`` results, read-only memmaps):
+    20-60 s per pooling kernel on first use.  A read-only input costs one copy
+    instead; the kernels never write their inputs either way.
+    """
+    if a.flags.writeable:
+        return contiguous(a, f"{what} (C-contiguous copy)")
+    out = allocate(a.shape, a.dtype, f"{what} (writeable copy of a read-only array)")
+    np.copyto(out, a)
+    return out
 
 
 def _input_and_output(x, p):
-    """The C-contiguous input and a fresh output, allocated by name (validate, allocate)."""
-    x = contiguous(x, f"{p.op} input (C-contiguous copy)")
+    """The C-contiguous, writeable input and a fresh output, allocated by name (validate, allocate)."""
+    x = _kernel_array(x, f"{p.op} input")
     return x, allocate(p.output_shape, x.dtype, f"{p.op} output")
 
 
 def _conv_operands(x, weight, bias, p):
     """(x, w, bias or dummy, has_bias, output) for the convolution kernels."""
     x, out = _input_and_output(x, p)
-    w = contiguous(weight, f"{p.op} weight (C-contiguous copy)")
+    w = _kernel_array(weight, f"{p.op} weight")
     b, has_bias = _bias_or_dummy(bias, p.c_out, x.dtype)
     return x, w, b, has_bias, out
 
@@ -457,7 +472,7 @@ def conv2d_im2col(x, weight, bias, p):
                 np.matmul(wv[gi], xv[n, gi], out=ov[n, gi])
         if bias is not None:
             with _gemm_path_region():
-                k.add_bias(out.reshape(p.n, p.c_out, -1), np.ascontiguousarray(bias))
+                k.add_bias(out.reshape(p.n, p.c_out, -1), _kernel_array(bias, "bias"))
         return out
     kk = cg * p.kh * p.kw
     hb = 1 if bias is not None else 0
