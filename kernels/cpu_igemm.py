@@ -219,6 +219,8 @@ def pack_weights(wk, nblk, mr, packed):
     wk: (G, Og, K), packed: (G, nblk, K, MR), C-contiguous.  Replaces a NumPy
     zeros + assign + transposed copy (three passes, one thread): ResNet-50 3x3
     512 on 7x7 spent 13 % of its time there on one core.
+    No FLOPs; bytes: the weights read once and written once (padded to MR).
+    Launch: ``prange`` over G*nblk blocks.
     """
     groups, og, kk = wk.shape
     if (packed.shape[0] != groups or packed.shape[1] != nblk or packed.shape[2] != kk
@@ -471,10 +473,19 @@ def conv_tiles_packed(buf, nb, n0, offs, apack, bias, out, groups, gstride, ho, 
     this pays one copy of ``kc x T`` per tile shared by all ``C_out/G / MR``
     blocks, so the host takes it for small planes with many output channels.
 
-    Scratch per worker: accumulators ``(Co_pad, ldc)`` with ``ldc =
-    ceil(imgs_per_task*band_rows*Wo / T)*T``, then the pack (``kc*T``).  The
-    microkernel reads only the pack (checked to fit); the packing itself reads
-    ``buf`` with ordinary (bounds-checkable) indexing, valid windows only.
+    Loop nest per task: for each chunk of ``kc`` taps, pack every tile of the
+    task (``ldc/T`` packs of ``kc x T``, L2), then for each group of ``mc``
+    output channels, for each tile, for each block of MR channels, the
+    microkernel.  Scratch per worker: accumulators ``(Co_pad, ldc)`` with
+    ``ldc = ceil(imgs_per_task*band_rows*Wo / T)*T``, then the packs
+    (``ldc*kc``).  The microkernel reads only the packs (checked to fit); the
+    packing itself reads ``buf`` with ordinary (bounds-checkable) indexing,
+    valid windows only.
+
+    FLOPs: 2*N*Co_pad*K*(valid pixels rounded up to whole tiles per task),
+    no wide columns.  Bytes: the planes once per reduction chunk into the
+    packs (L2 traffic), weights once per task, output once.  Launch: ``prange``
+    over ``nworkers``, each a contiguous run of tasks (group, image block, band).
     """
     og, nblk, kk, mr, copad, tw, maxoff = _geometry(buf, offs, apack, out, groups, shape_id)
     kcp = max(1, min(kc, kk))
