@@ -267,10 +267,22 @@ def _row_blocks(rows: int, tasks_without: int, threads: int) -> int:
 # conv2d
 # --------------------------------------------------------------------------
 def _maps(p):
-    k = _conv()
+    """(row map, column map) of ``padding_index_map``, memoized: the kernels only read them,
+    and building both cost about 20 us per call (a fifth of a call on a 320x280 image)."""
     pt, pb, pl, pr = p.padding
-    return (k.padding_index_map(p.h, pt, pb, p.padding_mode),
-            k.padding_index_map(p.w, pl, pr, p.padding_mode))
+    key = (p.h, p.w, pt, pb, pl, pr, p.padding_mode)
+    maps = _MAPS.get(key)
+    if maps is None:
+        k = _conv()
+        maps = (k.padding_index_map(p.h, pt, pb, p.padding_mode),
+                k.padding_index_map(p.w, pl, pr, p.padding_mode))
+        if len(_MAPS) >= 256:
+            _MAPS.clear()
+        _MAPS[key] = maps
+    return maps
+
+
+_MAPS: dict = {}
 
 
 def _is_plane_case(p) -> bool:
