@@ -60,8 +60,9 @@ PACK_L2_BYTES = 256 * 1024
 #: A task's accumulators in packed mode (few large tasks: every task streams all the weights).
 C_PACKED_BYTES = 1 << 20
 #: Cost of packing one tap of one tile, in units of one MR-channel block's
-#: microkernel work on it (estimated: a 24-pixel copy in runs ~ 15-30 cycles,
-#: a 4x3 block 6 cycles per tap).
+#: microkernel work on it.  First estimated at 4 (a 24-pixel copy in runs
+#: ~15-30 cycles, a 4x3 block 6 cycles per tap); 12 is what the measurements
+#: of the module docstring imply (packed lost on 3x3 256 on 14x14 at 4).
 PACK_COST_BLOCKS = 12.0
 #: Register blocks (MR output channels, NV vectors of pixels), as kernels/cpu_igemm.MICROKERNELS.
 MICROKERNELS = ((4, 3), (6, 2))
