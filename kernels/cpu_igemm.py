@@ -93,12 +93,15 @@ PREFETCH = True
 
 
 
-def _make_microkernel(mr: int, nv: int):
+def _make_microkernel(mr: int, nv: int, overwrite: bool = False):
     """An intrinsic ``mk(a, a0, x, x0, off, c, c0, k, ldc)``: C block += A panel x windows of x.
 
     For ``m < mr``, ``q < nv*VW``::
 
         c[c0 + m*ldc + q] += sum_{t<k} a[a0 + t*mr + m] * x[x0 + off[t] + q]
+
+    With ``overwrite``, ``=`` instead of ``+=`` (the accumulators start at
+    zero and C is only written: the Winograd GEMMs' first reduction chunk).
 
     ``a``, ``x``, ``c``: C-contiguous float32 or float64 arrays (one dtype);
     ``off``: int64 array.  No bounds checks (the caller's job).
@@ -142,8 +145,12 @@ def _make_microkernel(mr: int, nv: int):
                                   ir.Constant(i64, v * width))
                 return builder.bitcast(builder.gep(c_p, [idx]), vptr)
 
-            init = [[builder.load(cvec(m, v), align=esz) for v in range(nv)]
-                    for m in range(mr)]
+            if overwrite:
+                init = [[ir.Constant(vty, [0.0] * width) for v in range(nv)]
+                        for m in range(mr)]
+            else:
+                init = [[builder.load(cvec(m, v), align=esz) for v in range(nv)]
+                        for m in range(mr)]
             pre = builder.block
             loop = builder.append_basic_block("mk.loop")
             done = builder.append_basic_block("mk.done")
@@ -204,12 +211,14 @@ def _make_microkernel(mr: int, nv: int):
 
         return sig, codegen
 
-    typer.__name__ = f"microkernel_{mr}x{nv}"
+    typer.__name__ = f"microkernel_{mr}x{nv}{'_set' if overwrite else ''}"
     return intrinsic(typer)
 
 
 _mk_4x3 = _make_microkernel(4, 3)
 _mk_6x2 = _make_microkernel(6, 2)
+_mk_4x3_set = _make_microkernel(4, 3, overwrite=True)
+_mk_6x2_set = _make_microkernel(6, 2, overwrite=True)
 
 
 @njit(parallel=True, cache=True)
@@ -574,3 +583,432 @@ def conv_tiles_packed(buf, nb, n0, offs, apack, bias, out, groups, gstride, ho, 
                         d0 = (((n0 + i0 + j) * c_out + g * og + m) * h_out + oy) * w_out
                         for q in range(wo):
                             oflat[d0 + q] = scr[s0 + q]
+
+
+# --------------------------------------------------------------------------
+# version 4: Winograd F(2x2, 3x3)
+# --------------------------------------------------------------------------
+@njit(parallel=True, cache=True)
+def winograd_weights(wk, nblk, mr, packed):
+    """packed[g, e, b, c, m] = (G w[g*Og + b*MR + m, c] G^T)[e // 4, e % 4], zeros past ``Og``.
+
+    ``G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]`` (Lavin &
+    Gray's F(2x2, 3x3)).  wk: (G, Og, Cg, 3, 3); packed: (G, 16, nblk, Cg, MR),
+    C-contiguous: for each of the 16 transformed taps ``e``, the weights in
+    the microkernel's (block, reduction, MR) order.
+    FLOPs: ~40 per (o, c) pair, bytes: weights read once, 16/9 of them written.
+    Launch: ``prange`` over G*nblk blocks.
+    """
+    groups, og, cg = wk.shape[0], wk.shape[1], wk.shape[2]
+    if (wk.shape[3] != 3 or wk.shape[4] != 3 or packed.shape[0] != groups
+            or packed.shape[1] != 16 or packed.shape[2] != nblk or packed.shape[3] != cg
+            or packed.shape[4] != mr or nblk * mr < og):
+        raise IndexError("winograd_weights: arrays of the wrong shape")
+    for t in prange(groups * nblk):
+        g = t // nblk
+        b = t % nblk
+        hh = np.empty((4, 3), dtype=packed.dtype)
+        for m in range(mr):
+            o = b * mr + m
+            for c in range(cg):
+                if o >= og:
+                    for e in range(16):
+                        packed[g, e, b, c, m] = 0.0
+                    continue
+                w = wk[g, o, c]
+                for j in range(3):      # G w: rows
+                    hh[0, j] = w[0, j]
+                    hh[1, j] = 0.5 * (w[0, j] + w[1, j] + w[2, j])
+                    hh[2, j] = 0.5 * (w[0, j] - w[1, j] + w[2, j])
+                    hh[3, j] = w[2, j]
+                for r in range(4):      # (G w) G^T: columns
+                    packed[g, r * 4 + 0, b, c, m] = hh[r, 0]
+                    packed[g, r * 4 + 1, b, c, m] = 0.5 * (hh[r, 0] + hh[r, 1] + hh[r, 2])
+                    packed[g, r * 4 + 2, b, c, m] = 0.5 * (hh[r, 0] - hh[r, 1] + hh[r, 2])
+                    packed[g, r * 4 + 3, b, c, m] = hh[r, 2]
+
+
+def _vec_types(is64):
+    width = 4 if is64 else 8
+    fty = ir.DoubleType() if is64 else ir.FloatType()
+    return width, fty, ir.VectorType(fty, width)
+
+
+def _make_wino_in():
+    """An intrinsic ``wi(x, src, wb, v, vb, vst)``: the input transform of VW tiles of one tile row.
+
+    For ``q < VW`` (8 float32 / 4 float64 tiles) and ``e = 4r + s``::
+
+        v[vb + e*vst + q] = (B^T d_q B)[r, s],   d_q[i, j] = x[src + i*wb + 2q + j]
+
+    Each input row is read as four vectors (at ``+0``, ``+VW``, ``+2``, ``+2+VW``)
+    de-interleaved into the tiles' columns 0..3 by two shuffles each: LLVM's
+    loop vectorizer left the scalar loop alone (16 store streams need too
+    many run-time alias checks).  Reads ``x[src .. src + 3*wb + 2*VW + 1]``.
+    No bounds checks (the caller's job).
+    """
+
+    def typer(typingctx, x, src, wb, v, vb, vst):
+        if not (isinstance(x, types.Array) and isinstance(v, types.Array)
+                and x.dtype == v.dtype and x.dtype in (types.float32, types.float64)):
+            return None
+        sig = types.void(x, types.intp, types.intp, v, types.intp, types.intp)
+        is64 = x.dtype == types.float64
+
+        def codegen(context, builder, signature, args):
+            x_v, src_v, wb_v, v_v, vb_v, vst_v = args
+            width, fty, vty = _vec_types(is64)
+            esz = 8 if is64 else 4
+            vptr = vty.as_pointer()
+            i64 = ir.IntType(64)
+            x_p = builder.gep(context.make_array(signature.args[0])(context, builder, x_v).data,
+                              [src_v])
+            v_p = builder.gep(context.make_array(signature.args[3])(context, builder, v_v).data,
+                              [vb_v])
+            even = [2 * q for q in range(width)]
+            odd = [2 * q + 1 for q in range(width)]
+
+            def load(base, k):
+                return builder.load(builder.bitcast(builder.gep(base, [ir.Constant(i64, k)]),
+                                                    vptr), align=esz)
+            d = []
+            for r in range(4):
+                row = builder.gep(x_p, [builder.mul(wb_v, ir.Constant(i64, r))])
+                a, b = load(row, 0), load(row, width)
+                c, e = load(row, 2), load(row, 2 + width)
+                d.append([builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), width), even)),
+                          builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), width), odd)),
+                          builder.shuffle_vector(c, e, ir.Constant(ir.VectorType(ir.IntType(32), width), even)),
+                          builder.shuffle_vector(c, e, ir.Constant(ir.VectorType(ir.IntType(32), width), odd))])
+            sub, add = builder.fsub, builder.fadd
+            # B^T d (rows)
+            t = [[sub(d[0][j], d[2][j]) for j in range(4)],
+                 [add(d[1][j], d[2][j]) for j in range(4)],
+                 [sub(d[2][j], d[1][j]) for j in range(4)],
+                 [sub(d[1][j], d[3][j]) for j in range(4)]]
+            for r in range(4):
+                vals = (sub(t[r][0], t[r][2]), add(t[r][1], t[r][2]),
+                        sub(t[r][2], t[r][1]), sub(t[r][1], t[r][3]))
+                for s_, val in enumerate(vals):
+                    off = builder.mul(vst_v, ir.Constant(i64, 4 * r + s_))
+                    builder.store(val, builder.bitcast(builder.gep(v_p, [off]), vptr), align=esz)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    typer.__name__ = "winograd_in_vec"
+    return intrinsic(typer)
+
+
+def _make_wino_out():
+    """An intrinsic ``wo(m, mb, mst, out, d, wout, bv, chk, c0)``: the output transform of VW whole tiles.
+
+    For ``q < VW``, with ``M_q[r, s] = m[mb + (4r + s)*mst + q]`` and ``Y_q = A^T M_q A``::
+
+        out[d + i*wout + 2q + j] = bv + Y_q[i, j]      (i, j < 2)
+        chk[c0 + q] += (sum of the four outputs) * 0   (NaN once any output is NaN or +-Inf)
+
+    The two columns are interleaved by shuffles into two vectors per output
+    row.  Writes ``out[d .. d + wout + 2*VW - 1]``.  No bounds checks.
+    """
+
+    def typer(typingctx, m, mb, mst, out, d, wout, bv, chk, c0):
+        if not (isinstance(m, types.Array) and isinstance(out, types.Array)
+                and isinstance(chk, types.Array) and chk.dtype == m.dtype
+                and m.dtype == out.dtype and m.dtype in (types.float32, types.float64)
+                and bv == m.dtype):
+            return None
+        sig = types.void(m, types.intp, types.intp, out, types.intp, types.intp, m.dtype, chk,
+                         types.intp)
+        is64 = m.dtype == types.float64
+
+        def codegen(context, builder, signature, args):
+            m_v, mb_v, mst_v, o_v, d_v, w_v, bv_v, k_v, c0_v = args
+            width, fty, vty = _vec_types(is64)
+            esz = 8 if is64 else 4
+            vptr = vty.as_pointer()
+            i64 = ir.IntType(64)
+            i32 = ir.IntType(32)
+            m_p = builder.gep(context.make_array(signature.args[0])(context, builder, m_v).data,
+                              [mb_v])
+            o_p = builder.gep(context.make_array(signature.args[3])(context, builder, o_v).data,
+                              [d_v])
+            mm = [builder.load(builder.bitcast(
+                builder.gep(m_p, [builder.mul(mst_v, ir.Constant(i64, e))]), vptr), align=esz)
+                for e in range(16)]
+            add, sub = builder.fadd, builder.fsub
+            a = [add(add(mm[j], mm[4 + j]), mm[8 + j]) for j in range(4)]
+            b = [sub(sub(mm[4 + j], mm[8 + j]), mm[12 + j]) for j in range(4)]
+            undef = ir.Constant(vty, ir.Undefined)
+            bvv = builder.shuffle_vector(builder.insert_element(undef, bv_v, ir.Constant(i32, 0)),
+                                         undef, ir.Constant(ir.VectorType(i32, width), [0] * width))
+            lo = [k // 2 + (width if k % 2 else 0) for k in range(width)]
+            hi = [width // 2 + k // 2 + (width if k % 2 else 0) for k in range(width)]
+            k_p = builder.bitcast(builder.gep(
+                context.make_array(signature.args[7])(context, builder, k_v).data, [c0_v]), vptr)
+            total = None
+            for i, rowv in enumerate((a, b)):
+                y0 = add(bvv, add(add(rowv[0], rowv[1]), rowv[2]))
+                y1 = add(bvv, sub(sub(rowv[1], rowv[2]), rowv[3]))
+                total = add(y0, y1) if total is None else add(total, add(y0, y1))
+                base = o_p if i == 0 else builder.gep(o_p, [w_v])
+                for h, idx in enumerate((lo, hi)):
+                    val = builder.shuffle_vector(y0, y1, ir.Constant(ir.VectorType(i32, width), idx))
+                    builder.store(val, builder.bitcast(
+                        builder.gep(base, [ir.Constant(i64, h * width)]), vptr), align=esz)
+            zero = ir.Constant(vty, [0.0] * width)
+            builder.store(add(builder.load(k_p, align=esz), builder.fmul(total, zero)), k_p,
+                          align=esz)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    typer.__name__ = "winograd_out_vec"
+    return intrinsic(typer)
+
+
+_wino_in_vec = _make_wino_in()
+_wino_out_vec = _make_wino_out()
+
+
+@njit(cache=True, inline="always")
+def _wino_in_row(v, vb, cgp, bflat, src, wb, n):
+    """V rows of one tile row segment: ``n`` tiles, the first at ``src`` (top-left input)."""
+    u = np.uint64
+    vw = 32 // bflat.itemsize
+    q0 = 0
+    while q0 + vw <= n:
+        _wino_in_vec(bflat, src + u(2 * q0), wb, v, vb + u(q0), cgp)
+        q0 += vw
+    w1, w2, w3 = u(wb), u(2 * wb), u(3 * wb)
+    for q in range(q0, n):
+        # the scalar form of _wino_in_vec, operation for operation
+        s = src + u(2 * q)
+        c0 = _bt4(bflat[s], bflat[s + w1], bflat[s + w2], bflat[s + w3])
+        s += u(1)
+        c1 = _bt4(bflat[s], bflat[s + w1], bflat[s + w2], bflat[s + w3])
+        s += u(1)
+        c2 = _bt4(bflat[s], bflat[s + w1], bflat[s + w2], bflat[s + w3])
+        s += u(1)
+        c3 = _bt4(bflat[s], bflat[s + w1], bflat[s + w2], bflat[s + w3])
+        o = vb + u(q)
+        for r in range(4):
+            row = _bt4(c0[r], c1[r], c2[r], c3[r])
+            for j in range(4):
+                v[o + u((4 * r + j) * cgp)] = row[j]
+
+
+@njit(cache=True, inline="always")
+def _bt4(a0, a1, a2, a3):
+    """``B^T a`` for ``B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]``."""
+    return a0 - a2, a1 + a2, a2 - a1, a1 - a3
+
+
+@njit(cache=True, inline="always")
+def _at4(a0, a1, a2, a3):
+    """``A^T a`` for ``A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]``."""
+    return a0 + a1 + a2, a1 - a2 - a3
+
+
+@njit(cache=True, inline="always")
+def _wino_out_tile(mbuf, o, mstride):
+    """The 2x2 outputs ``A^T M A`` of the tile whose 16 M values start at ``o``, ``mstride`` apart."""
+    u = np.uint64
+    # the scalar form of _wino_out_vec: A^T M (down each column j), then each row times A
+    a0, b0 = _at4(mbuf[o], mbuf[o + u(4 * mstride)], mbuf[o + u(8 * mstride)],
+                  mbuf[o + u(12 * mstride)])
+    o += u(mstride)
+    a1, b1 = _at4(mbuf[o], mbuf[o + u(4 * mstride)], mbuf[o + u(8 * mstride)],
+                  mbuf[o + u(12 * mstride)])
+    o += u(mstride)
+    a2, b2 = _at4(mbuf[o], mbuf[o + u(4 * mstride)], mbuf[o + u(8 * mstride)],
+                  mbuf[o + u(12 * mstride)])
+    o += u(mstride)
+    a3, b3 = _at4(mbuf[o], mbuf[o + u(4 * mstride)], mbuf[o + u(8 * mstride)],
+                  mbuf[o + u(12 * mstride)])
+    y00, y01 = _at4(a0, a1, a2, a3)
+    y10, y11 = _at4(b0, b1, b2, b3)
+    return y00, y01, y10, y11
+
+
+@njit(cache=True, inline="always")
+def _wino_out_row(mbuf, mb, mstride, oflat, d0, wout, bv, n, two_rows, last_full, chk, c0):
+    """Outputs of one tile row segment: ``n`` tiles of 2x2, the first at ``d0``.
+
+    ``two_rows``: the tile row's second output row exists; ``last_full``: the
+    last tile's second column exists.  Branch-free loops over the full tiles.
+    ``chk[c0 .. c0 + VW)`` becomes NaN if an output is NaN or +-Inf.
+    """
+    u = np.uint64
+    nf = n if last_full else n - 1
+    if two_rows:
+        vw = 32 // oflat.itemsize
+        q0 = 0
+        while q0 + vw <= nf:
+            _wino_out_vec(mbuf, mb + u(q0), mstride, oflat, d0 + u(2 * q0), wout, bv, chk, c0)
+            q0 += vw
+        for q in range(q0, nf):
+            y00, y01, y10, y11 = _wino_out_tile(mbuf, mb + u(q), mstride)
+            d = d0 + u(2 * q)
+            oflat[d] = bv + y00
+            oflat[d + u(1)] = bv + y01
+            oflat[d + u(wout)] = bv + y10
+            oflat[d + u(wout + 1)] = bv + y11
+            chk[c0] += (oflat[d] + oflat[d + u(1)] + oflat[d + u(wout)]
+                        + oflat[d + u(wout + 1)]) * 0.0
+    else:
+        for q in range(nf):
+            y00, y01, y10, y11 = _wino_out_tile(mbuf, mb + u(q), mstride)
+            d = d0 + u(2 * q)
+            oflat[d] = bv + y00
+            oflat[d + u(1)] = bv + y01
+            chk[c0] += (oflat[d] + oflat[d + u(1)]) * 0.0
+    if nf < n:
+        q = n - 1
+        y00, y01, y10, y11 = _wino_out_tile(mbuf, mb + u(q), mstride)
+        d = d0 + u(2 * q)
+        oflat[d] = bv + y00
+        chk[c0] += oflat[d] * 0.0
+        if two_rows:
+            oflat[d + u(wout)] = bv + y10
+            chk[c0] += oflat[d + u(wout)] * 0.0
+
+
+@njit(cache=True, inline="always")
+def _tile_run(t, left, ntiles, tx_n):
+    """(image, tile row, tile column, length) of the run of tiles from tile ``t`` (numbered
+    row-major across images) to the end of its tile row, at most ``left`` long."""
+    nn = t // ntiles
+    tyy = (t - nn * ntiles) // tx_n
+    txx = (t - nn * ntiles) - tyy * tx_n
+    return nn, tyy, txx, min(left, tx_n - txx)
+
+
+@njit(parallel=True, cache=True)
+def winograd_tiles(buf, nb, n0, hb, wb, pstride, upack, bias, out, groups, ptiles, kc, mc,
+                   shape_id, nworkers, scratch, chk):
+    """out[n0+nn, g*Og + o] = bias + conv2d(planes of image nn, w[g*Og + o]), 3x3, stride 1, by F(2x2, 3x3).
+
+    ``buf[nn, c*pstride + y*wb + x]``: the padded input planes (``hb x wb``,
+    zero beyond the padded extent, ``hb >= 2*Ty + 2``, ``wb >= 2*Tx + 2`` for
+    ``Ty = ceil(Ho/2)``, ``Tx = ceil(Wo/2)`` tiles of 2x2 outputs).  ``upack``:
+    (G, 16, nblk, Cg, MR) from :func:`winograd_weights`.
+
+    Per tile ``(ty, tx)`` and channel: the 4x4 input ``d`` at ``(2ty, 2tx)``
+    becomes ``V = B^T d B`` (16 values, additions only); per transformed tap
+    ``e`` the output channels' ``M[e] = U[e] V[e]`` are 16 independent GEMMs
+    (``Og x Cg`` by ``Cg x tiles``) run by the register-blocked microkernel;
+    the 2x2 outputs are ``A^T M A`` + bias.  ``B^T = [[1,0,-1,0],[0,1,1,0],
+    [0,-1,1,0],[0,1,0,-1]]``, ``A^T = [[1,1,1,0],[0,1,-1,-1]]``.
+
+    A task is (group, block of ``ptiles`` tiles; tiles are numbered row-major
+    across the ``nb`` images, so a block may span images; ``ptiles`` a
+    multiple of the microkernel's NV*VW).  Per task: transform
+    the block's inputs into ``V`` (16 x Cg x ptiles, the worker's scratch),
+    then for each group of ``mc`` output channels: for each ``e``, for each
+    chunk of ``kc`` channels, for each tile of NV*VW columns, for each block
+    of MR channels, the microkernel into ``M`` (16 x mc x ptiles; the first
+    chunk overwrites, later ones accumulate); then the output transform.
+    Scratch per worker: ``16*Cg*ptiles + 16*mc*ptiles``.
+
+    FLOPs: 2*16*Co_pad*Cg per tile (the direct form's 2*4*9*Co*Cg: 2.25x
+    fewer) + ~32 additions per tile and channel in, ~24 out.  Bytes: the
+    planes once, ``V`` and ``M`` through L2/L3 (16/4 of the input and output
+    each), the transformed weights once per task.  Launch: ``prange`` over
+    ``nworkers``, each a contiguous run of tasks.
+    """
+    groups_, tt, nblk, cg, mr = upack.shape
+    og = out.shape[1] // groups
+    copad = nblk * mr
+    ho, wo = out.shape[2], out.shape[3]
+    ty_n = (ho + 1) // 2
+    tx_n = (wo + 1) // 2
+    vw = 32 // buf.itemsize
+    tw = (3 if shape_id == 0 else 2) * vw
+    ntiles = ty_n * tx_n
+    nblocks = (nb * ntiles + ptiles - 1) // ptiles
+    total = groups * nblocks
+    mcb = min(mc, copad)
+    # one transformed tap's rows to the next: one 64-byte line more than
+    # cg*ptiles, so the 16 streams of a transform (a multiple of 4 KiB apart
+    # otherwise) fall in 16 different L1 sets
+    vst = cg * ptiles + 64 // buf.itemsize
+    mst = mcb * ptiles + 64 // buf.itemsize
+    vlen = 16 * vst
+    blen = buf.shape[1]
+    if (groups_ != groups or tt != 16 or copad < og or mr != (4, 6)[shape_id]
+            or ptiles % tw != 0 or ptiles < tw or mc < mr or mc % mr != 0 or kc < 1
+            or out.shape[1] != groups * og):
+        raise IndexError("winograd_tiles: packed weights or sizes do not match")
+    if (hb < 2 * ty_n + 2 or wb < 2 * tx_n + 2 or pstride < hb * wb
+            or groups * cg * pstride > blen or buf.shape[0] < nb or n0 + nb > out.shape[0]
+            or scratch.shape[0] < nworkers or scratch.shape[1] < vlen + 16 * mst
+            or bias.shape[0] < groups * og or chk.shape[0] < nworkers * vw):
+        raise IndexError("winograd_tiles: buffers too small")
+    u = np.uint64
+    bflat = buf.reshape(buf.shape[0] * blen)
+    oflat = out.reshape(out.size)
+    c_out = out.shape[1]
+    for wkr in prange(nworkers):
+        scr = scratch[wkr]
+        poffs = np.arange(cg) * ptiles          # V rows of one transformed tap (int64)
+        for t in range((total * wkr) // nworkers, (total * (wkr + 1)) // nworkers):
+            blk = t % nblocks
+            g = t // nblocks
+            p0 = blk * ptiles
+            np_ = min(ptiles, nb * ntiles - p0)
+            ntile = (np_ + tw - 1) // tw
+            # input transform, segment by segment of one tile row
+            for c in range(cg):
+                p = 0
+                while p < np_:
+                    nn, tyy, txx, n = _tile_run(p0 + p, np_ - p, ntiles, tx_n)
+                    cbase = nn * blen + (g * cg + c) * pstride
+                    _wino_in_row(scr, u(c * ptiles + p), vst, bflat,
+                                 u(cbase + 2 * tyy * wb + 2 * txx), wb, n)
+                    p += n
+                for e in range(16):
+                    o = e * vst + c * ptiles
+                    for q in range(np_, ntile * tw):
+                        scr[o + q] = 0.0
+            # 16 GEMMs per group of mc output channels, then the output transform
+            for m0 in range(0, copad, mcb):
+                b0 = m0 // mr
+                b1 = min(copad, m0 + mcb) // mr
+                mb0 = vlen
+                for e in range(16):
+                    # tiles outside the reduction chunks: a tile's accumulators
+                    # (mc x NV*VW) stay in L1/L2 from one chunk to the next
+                    for tile in range(ntile):
+                        for k0 in range(0, cg, kc):
+                            kn = min(kc, cg - k0)
+                            offk = poffs[0:kn]
+                            xoff = e * vst + k0 * ptiles
+                            for bb in range(b0, b1):
+                                aoff = (((g * 16 + e) * nblk + bb) * cg + k0) * mr
+                                coff = mb0 + e * mst + (bb - b0) * mr * ptiles + tile * tw
+                                if k0 == 0:
+                                    if shape_id == 0:
+                                        _mk_4x3_set(upack, aoff, scr, xoff + tile * tw, offk,
+                                                    scr, coff, kn, ptiles)
+                                    else:
+                                        _mk_6x2_set(upack, aoff, scr, xoff + tile * tw, offk,
+                                                    scr, coff, kn, ptiles)
+                                else:
+                                    if shape_id == 0:
+                                        _mk_4x3(upack, aoff, scr, xoff + tile * tw, offk, scr,
+                                                coff, kn, ptiles)
+                                    else:
+                                        _mk_6x2(upack, aoff, scr, xoff + tile * tw, offk, scr,
+                                                coff, kn, ptiles)
+                for m in range(m0, min(og, m0 + mcb)):
+                    bv = bias[g * og + m]
+                    p = 0
+                    while p < np_:
+                        nn, tyy, txx, n = _tile_run(p0 + p, np_ - p, ntiles, tx_n)
+                        plane0 = ((n0 + nn) * c_out + g * og + m) * ho
+                        _wino_out_row(scr, u(mb0 + (m - m0) * ptiles + p), mst, oflat,
+                                      u((plane0 + 2 * tyy) * wo + 2 * txx), wo, bv, n,
+                                      2 * tyy + 1 < ho, txx + n < tx_n or wo % 2 == 0, chk,
+                                      u(wkr * vw))
+                        p += n

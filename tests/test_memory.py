@@ -32,6 +32,7 @@ import pytest
 import fastconv as fc
 import fastconv.dense  # noqa: F401  (registers the dense baseline)
 from fastconv import memory, registry
+from fastconv.arguments import parse_conv2d
 
 MiB = 1 << 20
 #: Allowance for small allocations beside output and workspace (index maps,
@@ -230,13 +231,14 @@ def test_format_bytes():
 CHILD = textwrap.dedent("""
     import sys, numpy as np, fastconv as fc
     import fastconv.dense  # registers numpy/dense
-    backend, algorithm, op = sys.argv[1:4]
+    backend, algorithm, op, k = sys.argv[1:5]
+    k = int(k)  # conv2d kernel size: 1, or 3 (padding 1) for 3x3-only algorithms
     # a cheap zero-stride view: 2**40 elements, 4 TiB if anyone makes it contiguous
     x = np.broadcast_to(np.float32(1), (1, 1, 1 << 20, 1 << 20))
-    w = np.ones((1, 1, 1, 1), np.float32)
+    w = np.ones((1, 1, k, k), np.float32)
     try:
         if op == "conv2d":
-            fc.conv2d(x, w, backend=backend, algorithm=algorithm)
+            fc.conv2d(x, w, padding=k // 2, backend=backend, algorithm=algorithm)
         elif op == "conv_transpose2d":
             fc.conv_transpose2d(x, w, backend=backend, algorithm=algorithm)
         elif op == "max_pool2d":
@@ -274,7 +276,12 @@ def _cpu_impls():
 def test_impossible_size_is_a_memory_error_not_a_crash(impl):
     """4 TiB of output: refused with MemoryError (or BackendUnavailableError), in a child
     process so that a crash would be seen as one instead of taking pytest down."""
-    run = subprocess.run([sys.executable, "-c", CHILD, impl.backend, impl.algorithm, impl.op],
+    k = 1
+    if impl.op == "conv2d" and impl.unsupported_reason(
+            parse_conv2d((1, 1, 1 << 20, 1 << 20), (1, 1, 1, 1))) is not None:
+        k = 3  # e.g. winograd: 3x3 only
+    run = subprocess.run([sys.executable, "-c", CHILD, impl.backend, impl.algorithm, impl.op,
+                          str(k)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, (f"{impl.key}: exit {run.returncode}\n{run.stdout[-2000:]}"
                                  f"{run.stderr[-2000:]}")

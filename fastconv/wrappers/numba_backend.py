@@ -400,6 +400,35 @@ def conv2d_implicit_gemm(x, weight, bias, p):
     return out
 
 
+def _winograd_supports(p):
+    from . import numba_igemm
+    return numba_igemm.winograd_unsupported(p)
+
+
+@register("conv2d", "numba", "winograd",
+          "Winograd F(2x2, 3x3) for 3x3 stride-1 layers: 16 transformed-tap GEMMs through "
+          "the implicit-gemm microkernel (2.25x fewer multiplications than the direct form), "
+          "input/output transforms fused per block of tiles", supports=_winograd_supports)
+def conv2d_winograd(x, weight, bias, p):
+    x, w, b, has_bias, out = _conv_operands(x, weight, bias, p)
+    threads = _threads()
+    rmap, cmap = _maps(p)
+    from . import numba_igemm
+    plan = numba_igemm.plan_winograd(p, x.dtype.itemsize, threads, IM2COL_WORKSPACE_BYTES)
+    if plan is None:  # one image's planes exceed the cap: no workspace at all
+        _direct_rows(_conv(), x, w, b, has_bias, out, p, rmap, cmap, threads)
+        return out
+    PATH_COUNTS["conv2d/winograd"] += 1
+    with _parallel_region():
+        finite = numba_igemm.run_winograd(_igemm(), x, w, b, out, p, plan, rmap, cmap,
+                                          threads, _workspace)
+    if not finite:
+        # NaN/Inf: recomputed in the direct form, so they land where PyTorch puts them
+        PATH_COUNTS["conv2d/winograd/nonfinite"] += 1
+        return conv2d_implicit_gemm(x, w, bias if has_bias else None, p)
+    return out
+
+
 def im2col_chunk(p, itemsize: int, cap: int | None = None) -> tuple[int, int, int]:
     """(images, output rows, output columns) per im2col chunk under the workspace cap.
 
