@@ -189,7 +189,11 @@ def test_conv_transpose2d_phase_col2im_chunks_and_stride1(monkeypatch, rng):
     ((1, 1, 1024, 1024), (1, 1, 5, 5), {"padding": "same"}, "direct"),   # image filter
     ((256, 1, 32, 32), (6, 1, 5, 5), {}, "implicit-gemm"),               # LeNet C1
     ((256, 6, 14, 14), (16, 6, 5, 5), {}, "implicit-gemm"),              # LeNet C3
-    ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1}, "implicit-gemm"),
+    ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1}, "winograd"),
+    ((1, 256, 56, 56), (256, 256, 3, 3), {"padding": 1}, "winograd"),     # VGG-16 conv3_2
+    ((8, 16, 56, 56), (16, 16, 3, 3), {"padding": 1}, "implicit-gemm"),   # too few channels
+    ((1, 3, 224, 224), (64, 3, 3, 3), {"padding": 1}, "implicit-gemm"),
+    ((8, 64, 56, 56), (64, 64, 3, 3), {"padding": 1, "dilation": 2}, "implicit-gemm"),
     ((8, 128, 56, 56), (128, 128, 3, 3), {"padding": 1, "stride": 2}, "implicit-gemm"),
     ((8, 256, 56, 56), (64, 256, 1, 1), {}, "im2col"),
     ((8, 512, 7, 7), (512, 512, 3, 3), {"padding": 1}, "implicit-gemm"),  # packed tiles

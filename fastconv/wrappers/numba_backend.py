@@ -589,6 +589,11 @@ def choose_conv2d(p) -> str:
     * 1x1 stride-1 unpadded convolutions -> im2col (which is then no im2col
       at all: the input already is the GEMM operand; OpenBLAS ran 71 GFLOP/s
       on one core there against 50-65 for implicit-gemm);
+    * 3x3 stride-1 undilated layers with enough channels to make the GEMMs
+      dominate (:func:`_winograd_pays`) -> winograd: F(2x2, 3x3) does 16
+      multiply-adds per 4 outputs and channel pair instead of 36 (one core,
+      CPU time: VGG-16 conv1_2 46 -> 25-27 ms, conv3_2 46 -> 22, ResNet-50
+      3x3 256 on 14x14 27 -> 17);
     * everything else -> implicit-gemm.  (Until version 3 of its kernel,
       small deep planes, e.g. ResNet-50 conv5 3x3 512 on 7x7, went to im2col:
       the wide tiles executed 72 pixels per 49; its exact "packed" tiles now
@@ -598,7 +603,32 @@ def choose_conv2d(p) -> str:
         return "direct"
     if _is_pointwise(p):
         return "im2col"
+    if _winograd_pays(p):
+        return "winograd"
     return "implicit-gemm"
+
+
+#: Winograd under "auto" only when both channel counts per group reach this and
+#: their product :data:`WINO_MIN_CHANNEL_PRODUCT`: its transforms cost ~32
+#: additions per tile and channel, the GEMMs 2*16*Cg*Og per tile.  Measured
+#: (one core, CPU time, winograd / implicit-gemm): 16->16 on 56x56 1.13,
+#: 3->64 on 224x224 1.38, 8->8 1.11; 32->32 on 28x28 0.91, 64->32 0.85,
+#: 16->128 0.91, 64->64 on 14x14 0.79, 128->128 on 4x4 0.86.
+WINO_MIN_CHANNELS = 16
+WINO_MIN_CHANNEL_PRODUCT = 1024
+#: ... and only when whole 2x2 tiles waste at most this much of the work:
+#: ResNet-50 conv5 (7x7 outputs in 8x8 of tiles, 1.31) ran 1.06x implicit-gemm.
+WINO_MAX_TILE_WASTE = 1.2
+
+
+def _winograd_pays(p) -> bool:
+    from . import numba_igemm
+    if numba_igemm.winograd_unsupported(p) is not None:
+        return False
+    cg, og = p.c_in // p.groups, p.c_out // p.groups
+    waste = (2 * -(-p.h_out // 2)) * (2 * -(-p.w_out // 2)) / (p.h_out * p.w_out)
+    return (min(cg, og) >= WINO_MIN_CHANNELS and cg * og >= WINO_MIN_CHANNEL_PRODUCT
+            and waste <= WINO_MAX_TILE_WASTE)
 
 
 # --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Host side of the register-blocked direct convolution (``kernels/cpu_igemm.py``).
+"""Host side of the register-blocked direct convolution and Winograd F(2x2, 3x3) (``kernels/cpu_igemm.py``).
 
 The "numba" backend's conv2d ``implicit-gemm`` algorithm (what "auto" picks
 for most layers) runs :func:`run`, except when a single image of phase planes
@@ -33,6 +33,13 @@ wide pixels per 49) shrank to 12 % because packing a 16-pixel tile of 7-pixel
 runs costs about 12 blocks' worth of microkernel work per tap (fitted on that
 layer and on 3x3 256 on 14x14, where packed lost by 3 %: hence
 :data:`PACK_COST_BLOCKS`).
+
+The conv2d ``winograd`` algorithm (3x3, stride 1, no dilation) runs
+:func:`run_winograd`: :func:`plan_winograd` pads the planes to whole 2x2
+tiles, cuts the tiles of all images into one block per thread (at most
+:data:`WINO_MAX_TILES`: the block's transformed inputs and products are the
+worker's scratch, 16 x (Cg + mc) x tiles) and sizes the reduction chunks
+(:data:`WINO_B_L1_BYTES`) and output-channel groups (:data:`WINO_MC`).
 """
 from __future__ import annotations
 
@@ -157,7 +164,8 @@ _PLANS_MAX = 256
 
 def _tunables() -> tuple:
     return (PACKED, PACK_L1_BYTES, PACK_L2_BYTES, C_PACKED_BYTES, PACK_COST_BLOCKS, B_L1_BYTES,
-            A_L2_BYTES, C_L2_BYTES, PAD_PLANES, WINO_MAX_TILES, WINO_MC, WINO_B_L1_BYTES)
+            A_L2_BYTES, C_L2_BYTES, PAD_PLANES, WINO_MAX_TILES, WINO_MC, WINO_B_L1_BYTES,
+            WINO_TASK_COST_TILES)
 
 
 def _cached(kind, build, p, itemsize, threads, cap):
@@ -448,6 +456,10 @@ def run_transposed(kernels, conv_kernels, x, weight, b, out, p, tp: TransposedPl
 #: Tiles (2x2 outputs each) per Winograd task at most: ``V`` (16 x Cg x tiles)
 #: and ``M`` (16 x mc x tiles) are a worker's scratch, through L2/L3.
 WINO_MAX_TILES = 96
+#: A task's stream of all the transformed weights (16 x Cg x Og, from L3),
+#: in tiles of GEMM work: 64 bytes per 32 flops per channel pair, i.e.
+#: 2 x 80 GFLOP/s / 20 GB/s = 8 tiles whatever the channel counts.
+WINO_TASK_COST_TILES = 8
 #: Output channels per Winograd GEMM group (``M`` holds 16 x mc x tiles).
 WINO_MC = 256
 #: A Winograd GEMM's B panel (``kc`` channels x NV*VW tiles of one transformed
@@ -503,10 +515,19 @@ def _plan_winograd(p, itemsize: int, threads: int, cap: int) -> WinogradPlan | N
     images = max(1, min(p.n, cap // (blen * itemsize)))
     ntiles = ty * tx
     shape_id, mr, tile, nblk = _register_block(og, itemsize, ntiles)
-    # tiles per task (blocks may span images): one task per thread where the
-    # scratch allows (every task streams all the transformed weights)
-    per_task = -(-images * ntiles // threads)
-    ptiles = max(tile, min(WINO_MAX_TILES, -(-per_task // tile) * tile))
+    # tiles per task (blocks may span images), up to WINO_MAX_TILES: the block
+    # that leaves the busiest thread the least work, counting every task's
+    # stream of all the transformed weights as WINO_TASK_COST_TILES tiles
+    # (VGG-16 conv3_2, 784 tiles on 2 threads: 96 a task puts 5 of 9 tasks
+    # on one thread, 80 puts 5 of 10)
+    best = None
+    for cand in range(tile, max(tile, WINO_MAX_TILES) + 1, tile):
+        tasks = p.groups * -(-images * ntiles // cand)
+        key = (-(-tasks // threads) * (cand + WINO_TASK_COST_TILES), -cand)
+        best = key if best is None else min(best, key)
+        if cand >= images * ntiles:
+            break
+    ptiles = -best[1]
     kc = max(1, min(cg, WINO_B_L1_BYTES // (tile * itemsize)))
     mc = max(mr, min(nblk * mr, WINO_MC) // mr * mr)
     return WinogradPlan(hb=hb, wb=wb, pstride=pstride, blen=blen, shape_id=shape_id, mr=mr,
