@@ -792,7 +792,7 @@ _wino_in_vec = _make_wino_in()
 _wino_out_vec = _make_wino_out()
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _wino_in_row(v, vb, cgp, bflat, src, wb, n):
     """V rows of one tile row segment: ``n`` tiles, the first at ``src`` (top-left input)."""
     u = np.uint64
@@ -819,19 +819,19 @@ def _wino_in_row(v, vb, cgp, bflat, src, wb, n):
                 v[o + u((4 * r + j) * cgp)] = row[j]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _bt4(a0, a1, a2, a3):
     """``B^T a`` for ``B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]``."""
     return a0 - a2, a1 + a2, a2 - a1, a1 - a3
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _at4(a0, a1, a2, a3):
     """``A^T a`` for ``A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]``."""
     return a0 + a1 + a2, a1 - a2 - a3
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _wino_out_tile(mbuf, o, mstride):
     """The 2x2 outputs ``A^T M A`` of the tile whose 16 M values start at ``o``, ``mstride`` apart."""
     u = np.uint64
@@ -852,7 +852,7 @@ def _wino_out_tile(mbuf, o, mstride):
     return y00, y01, y10, y11
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _wino_out_row(mbuf, mb, mstride, oflat, d0, wout, bv, n, two_rows, last_full, chk, c0):
     """Outputs of one tile row segment: ``n`` tiles of 2x2, the first at ``d0``.
 
@@ -895,7 +895,7 @@ def _wino_out_row(mbuf, mb, mstride, oflat, d0, wout, bv, n, two_rows, last_full
             chk[c0] += oflat[d + u(wout)] * 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _tile_run(t, left, ntiles, tx_n):
     """(image, tile row, tile column, length) of the run of tiles from tile ``t`` (numbered
     row-major across images) to the end of its tile row, at most ``left`` long."""
