@@ -611,18 +611,20 @@ def conv_tiles_packed(buf, nb, n0, offs, apack, bias, out, groups, gstride, ho, 
 # --------------------------------------------------------------------------
 @njit(parallel=True, cache=True)
 def winograd_weights(wk, nblk, mr, packed):
-    """packed[g, e, b, c, m] = (G w[g*Og + b*MR + m, c] G^T)[e // 4, e % 4], zeros past ``Og``.
+    """packed[g, e, b, c, m] = (G w[g*Og + b*MR + m, c] G^T)[e // n, e % n], zeros past ``Og``.
 
-    ``G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]`` (Lavin &
-    Gray's F(2x2, 3x3)).  wk: (G, Og, Cg, 3, 3); packed: (G, 16, nblk, Cg, MR),
-    C-contiguous: for each of the 16 transformed taps ``e``, the weights in
-    the microkernel's (block, reduction, MR) order.
-    FLOPs: ~40 per (o, c) pair, bytes: weights read once, 16/9 of them written.
+    3x3 weights, F(2x2, 3x3), n = 4: ``G = [[1, 0, 0], [1/2, 1/2, 1/2],
+    [1/2, -1/2, 1/2], [0, 0, 1]]`` (Lavin & Gray).  2x2 weights, F(2x2, 2x2),
+    n = 3: ``G = [[1, 0], [1, 1], [0, 1]]``.  wk: (G, Og, Cg, r, r); packed:
+    (G, n*n, nblk, Cg, MR), C-contiguous: for each transformed tap ``e``, the
+    weights in the microkernel's (block, reduction, MR) order.
+    FLOPs: ~40 per (o, c) pair, bytes: weights read once, n*n/(r*r) of them written.
     Launch: ``prange`` over G*nblk blocks.
     """
-    groups, og, cg = wk.shape[0], wk.shape[1], wk.shape[2]
-    if (wk.shape[3] != 3 or wk.shape[4] != 3 or packed.shape[0] != groups
-            or packed.shape[1] != 16 or packed.shape[2] != nblk or packed.shape[3] != cg
+    groups, og, cg, r3 = wk.shape[0], wk.shape[1], wk.shape[2], wk.shape[3]
+    nn = r3 + 1
+    if (r3 < 2 or r3 > 3 or wk.shape[4] != r3 or packed.shape[0] != groups
+            or packed.shape[1] != nn * nn or packed.shape[2] != nblk or packed.shape[3] != cg
             or packed.shape[4] != mr or nblk * mr < og):
         raise IndexError("winograd_weights: arrays of the wrong shape")
     for t in prange(groups * nblk):
@@ -633,10 +635,18 @@ def winograd_weights(wk, nblk, mr, packed):
             o = b * mr + m
             for c in range(cg):
                 if o >= og:
-                    for e in range(16):
+                    for e in range(nn * nn):
                         packed[g, e, b, c, m] = 0.0
                     continue
                 w = wk[g, o, c]
+                if r3 == 2:             # F(2x2, 2x2): G w G^T, G = [[1, 0], [1, 1], [0, 1]]
+                    for r in range(3):
+                        h0 = w[0, 0] if r == 0 else (w[1, 0] if r == 2 else w[0, 0] + w[1, 0])
+                        h1 = w[0, 1] if r == 0 else (w[1, 1] if r == 2 else w[0, 1] + w[1, 1])
+                        packed[g, r * 3 + 0, b, c, m] = h0
+                        packed[g, r * 3 + 1, b, c, m] = h0 + h1
+                        packed[g, r * 3 + 2, b, c, m] = h1
+                    continue
                 for j in range(3):      # G w: rows
                     hh[0, j] = w[0, j]
                     hh[1, j] = 0.5 * (w[0, j] + w[1, j] + w[2, j])
@@ -655,18 +665,20 @@ def _vec_types(is64):
     return width, fty, ir.VectorType(fty, width)
 
 
-def _make_wino_in():
+def _make_wino_in(n: int = 4):
     """An intrinsic ``wi(x, src, wb, v, vb, vst)``: the input transform of VW tiles of one tile row.
 
-    For ``q < VW`` (8 float32 / 4 float64 tiles) and ``e = 4r + s``::
+    ``n = 4``: F(2x2, 3x3), ``n = 3``: F(2x2, 2x2).  For ``q < VW`` (8 float32 /
+    4 float64 tiles) and ``e = n*r + s``::
 
-        v[vb + e*vst + q] = (B^T d_q B)[r, s],   d_q[i, j] = x[src + i*wb + 2q + j]
+        v[vb + e*vst + q] = (B^T d_q B)[r, s],   d_q[i, j] = x[src + i*wb + 2q + j]  (i, j < n)
 
-    Each input row is read as four vectors (at ``+0``, ``+VW``, ``+2``, ``+2+VW``)
-    de-interleaved into the tiles' columns 0..3 by two shuffles each: LLVM's
-    loop vectorizer left the scalar loop alone (16 store streams need too
-    many run-time alias checks).  Reads ``x[src .. src + 3*wb + 2*VW + 1]``.
-    No bounds checks (the caller's job).
+    Each input row is read as vectors (at ``+0``, ``+VW``, ``+2``, ``+2+VW``)
+    de-interleaved into the tiles' columns by shuffles: LLVM's loop vectorizer
+    left the scalar loop alone (n*n store streams need too many run-time
+    alias checks).  Reads ``x[src .. src + (n-1)*wb + 2*VW + 1]``.  No bounds
+    checks (the caller's job).  The operations are those of :func:`_bt4` /
+    :func:`_bt3` in the same order (scalar tails give identical results).
     """
 
     def typer(typingctx, x, src, wb, v, vb, vst):
@@ -686,38 +698,36 @@ def _make_wino_in():
                               [src_v])
             v_p = builder.gep(context.make_array(signature.args[3])(context, builder, v_v).data,
                               [vb_v])
-            even = [2 * q for q in range(width)]
-            odd = [2 * q + 1 for q in range(width)]
+            sel = [ir.Constant(ir.VectorType(ir.IntType(32), width),
+                               [2 * q + h for q in range(width)]) for h in (0, 1)]
 
             def load(base, k):
                 return builder.load(builder.bitcast(builder.gep(base, [ir.Constant(i64, k)]),
                                                     vptr), align=esz)
+            sub, add = builder.fsub, builder.fadd
+
+            def bt(a):   # _bt4 / _bt3
+                if n == 4:
+                    return (sub(a[0], a[2]), add(a[1], a[2]), sub(a[2], a[1]), sub(a[1], a[3]))
+                return (sub(a[0], a[1]), a[1], sub(a[2], a[1]))
             d = []
-            for r in range(4):
+            for r in range(n):
                 row = builder.gep(x_p, [builder.mul(wb_v, ir.Constant(i64, r))])
                 a, b = load(row, 0), load(row, width)
                 c, e = load(row, 2), load(row, 2 + width)
-                d.append([builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), width), even)),
-                          builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), width), odd)),
-                          builder.shuffle_vector(c, e, ir.Constant(ir.VectorType(ir.IntType(32), width), even)),
-                          builder.shuffle_vector(c, e, ir.Constant(ir.VectorType(ir.IntType(32), width), odd))])
-            sub, add = builder.fsub, builder.fadd
-            # B^T d (rows)
-            t = [[sub(d[0][j], d[2][j]) for j in range(4)],
-                 [add(d[1][j], d[2][j]) for j in range(4)],
-                 [sub(d[2][j], d[1][j]) for j in range(4)],
-                 [sub(d[1][j], d[3][j]) for j in range(4)]]
-            for r in range(4):
-                vals = (sub(t[r][0], t[r][2]), add(t[r][1], t[r][2]),
-                        sub(t[r][2], t[r][1]), sub(t[r][1], t[r][3]))
-                for s_, val in enumerate(vals):
-                    off = builder.mul(vst_v, ir.Constant(i64, 4 * r + s_))
+                cols = [builder.shuffle_vector(a, b, sel[0]), builder.shuffle_vector(a, b, sel[1]),
+                        builder.shuffle_vector(c, e, sel[0]), builder.shuffle_vector(c, e, sel[1])]
+                d.append(cols[:n])
+            t = [bt([d[i][j] for i in range(n)]) for j in range(n)]     # B^T d, column j
+            for r in range(n):
+                for s_, val in enumerate(bt([t[j][r] for j in range(n)])):
+                    off = builder.mul(vst_v, ir.Constant(i64, n * r + s_))
                     builder.store(val, builder.bitcast(builder.gep(v_p, [off]), vptr), align=esz)
             return context.get_dummy_value()
 
         return sig, codegen
 
-    typer.__name__ = "winograd_in_vec"
+    typer.__name__ = f"winograd_in_vec{n}"
     return intrinsic(typer)
 
 
@@ -788,19 +798,29 @@ def _make_wino_out():
     return intrinsic(typer)
 
 
-_wino_in_vec = _make_wino_in()
+_wino_in_vec = _make_wino_in(4)
+_wino22_in_vec = _make_wino_in(3)
 _wino_out_vec = _make_wino_out()
 
 
 @njit(cache=True)
-def _wino_in_row(v, vb, cgp, bflat, src, wb, n):
-    """V rows of one tile row segment: ``n`` tiles, the first at ``src`` (top-left input)."""
+def _wino_in_row(v, vb, cgp, bflat, src, wb, n, nin):
+    """V rows of one tile row segment: ``n`` tiles, the first at ``src`` (top-left input).
+
+    ``nin``: 4 for F(2x2, 3x3), 3 for F(2x2, 2x2) (:func:`_wino22_in_tail`).
+    """
     u = np.uint64
     vw = 32 // bflat.itemsize
     q0 = 0
     while q0 + vw <= n:
-        _wino_in_vec(bflat, src + u(2 * q0), wb, v, vb + u(q0), cgp)
+        if nin == 4:
+            _wino_in_vec(bflat, src + u(2 * q0), wb, v, vb + u(q0), cgp)
+        else:
+            _wino22_in_vec(bflat, src + u(2 * q0), wb, v, vb + u(q0), cgp)
         q0 += vw
+    if nin == 3:
+        _wino22_in_tail(v, vb, cgp, bflat, src, wb, q0, n)
+        return
     w1, w2, w3 = u(wb), u(2 * wb), u(3 * wb)
     for q in range(q0, n):
         # the scalar form of _wino_in_vec, operation for operation
@@ -817,6 +837,78 @@ def _wino_in_row(v, vb, cgp, bflat, src, wb, n):
             row = _bt4(c0[r], c1[r], c2[r], c3[r])
             for j in range(4):
                 v[o + u((4 * r + j) * cgp)] = row[j]
+
+
+@njit(cache=True)
+def _wino22_in_tail(v, vb, cgp, bflat, src, wb, q0, n):
+    """The scalar form of ``_wino22_in_vec`` for tiles ``q0 .. n`` of a segment."""
+    u = np.uint64
+    w1, w2 = u(wb), u(2 * wb)
+    for q in range(q0, n):
+        s = src + u(2 * q)
+        c0 = _bt3(bflat[s], bflat[s + w1], bflat[s + w2])
+        s += u(1)
+        c1 = _bt3(bflat[s], bflat[s + w1], bflat[s + w2])
+        s += u(1)
+        c2 = _bt3(bflat[s], bflat[s + w1], bflat[s + w2])
+        o = vb + u(q)
+        for r in range(3):
+            row = _bt3(c0[r], c1[r], c2[r])
+            for j in range(3):
+                v[o + u((3 * r + j) * cgp)] = row[j]
+
+
+@njit(cache=True)
+def _bt3(a0, a1, a2):
+    """``B^T a`` of F(2, 2): ``B^T = [[1, -1, 0], [0, 1, 0], [0, -1, 1]]``."""
+    return a0 - a1, a1, a2 - a1
+
+
+@njit(cache=True)
+def _at3(a0, a1, a2):
+    """``A^T a`` of F(2, 2): ``A^T = [[1, 1, 0], [0, 1, 1]]``."""
+    return a0 + a1, a1 + a2
+
+
+@njit(cache=True)
+def _wino22_out_tile(mbuf, o, mstride):
+    """The 2x2 outputs ``A^T M A`` of F(2x2, 2x2): 9 M values from ``o``, ``mstride`` apart."""
+    u = np.uint64
+    a0, b0 = _at3(mbuf[o], mbuf[o + u(3 * mstride)], mbuf[o + u(6 * mstride)])
+    o += u(mstride)
+    a1, b1 = _at3(mbuf[o], mbuf[o + u(3 * mstride)], mbuf[o + u(6 * mstride)])
+    o += u(mstride)
+    a2, b2 = _at3(mbuf[o], mbuf[o + u(3 * mstride)], mbuf[o + u(6 * mstride)])
+    y00, y01 = _at3(a0, a1, a2)
+    y10, y11 = _at3(b0, b1, b2)
+    return y00, y01, y10, y11
+
+
+@njit(cache=True)
+def _wino_out_strided(mbuf, mb, mstride, oflat, d0, rstep, cstep, bv, n, two_rows, last_full,
+                      chk, c0, nin):
+    """Outputs of one tile row segment written ``rstep``/``cstep`` apart (an output phase of a
+    transposed convolution), scalar; ``chk[c0]`` becomes NaN if one is NaN or +-Inf."""
+    u = np.uint64
+    for q in range(n):
+        if nin == 4:
+            y00, y01, y10, y11 = _wino_out_tile(mbuf, mb + u(q), mstride)
+        else:
+            y00, y01, y10, y11 = _wino22_out_tile(mbuf, mb + u(q), mstride)
+        d = d0 + u(2 * q * cstep)
+        full = q < n - 1 or last_full
+        oflat[d] = bv + y00
+        s = oflat[d]
+        if full:
+            oflat[d + u(cstep)] = bv + y01
+            s += oflat[d + u(cstep)]
+        if two_rows:
+            oflat[d + u(rstep)] = bv + y10
+            s += oflat[d + u(rstep)]
+            if full:
+                oflat[d + u(rstep + cstep)] = bv + y11
+                s += oflat[d + u(rstep + cstep)]
+        chk[c0] += s * 0.0
 
 
 @njit(cache=True)
@@ -906,8 +998,8 @@ def _tile_run(t, left, ntiles, tx_n):
 
 
 @njit(parallel=True, cache=True)
-def winograd_tiles(buf, nb, n0, hb, wb, pstride, upack, bias, out, groups, ptiles, kc, mc,
-                   shape_id, nworkers, scratch, chk):
+def winograd_tiles(buf, nb, n0, hb, wb, pstride, e0y, e0x, upack, bias, out, groups, ho, wo,
+                   ry, rx, osy, osx, ptiles, kc, mc, shape_id, nworkers, scratch, chk):
     """out[n0+nn, g*Og + o] = bias + conv2d(planes of image nn, w[g*Og + o]), 3x3, stride 1, by F(2x2, 3x3).
 
     ``buf[nn, c*pstride + y*wb + x]``: the padded input planes (``hb x wb``,
@@ -939,9 +1031,9 @@ def winograd_tiles(buf, nb, n0, hb, wb, pstride, upack, bias, out, groups, ptile
     ``nworkers``, each a contiguous run of tasks.
     """
     groups_, tt, nblk, cg, mr = upack.shape
+    nin = 4 if tt == 16 else 3              # F(2x2, 3x3) or F(2x2, 2x2)
     og = out.shape[1] // groups
     copad = nblk * mr
-    ho, wo = out.shape[2], out.shape[3]
     ty_n = (ho + 1) // 2
     tx_n = (wo + 1) // 2
     vw = 32 // buf.itemsize
@@ -955,21 +1047,24 @@ def winograd_tiles(buf, nb, n0, hb, wb, pstride, upack, bias, out, groups, ptile
     # otherwise) fall in 16 different L1 sets
     vst = cg * ptiles + 64 // buf.itemsize
     mst = mcb * ptiles + 64 // buf.itemsize
-    vlen = 16 * vst
+    vlen = tt * vst
     blen = buf.shape[1]
-    if (groups_ != groups or tt != 16 or copad < og or mr != (4, 6)[shape_id]
+    if (groups_ != groups or (tt != 16 and tt != 9) or copad < og or mr != (4, 6)[shape_id]
             or ptiles % tw != 0 or ptiles < tw or mc < mr or mc % mr != 0 or kc < 1
             or out.shape[1] != groups * og):
         raise IndexError("winograd_tiles: packed weights or sizes do not match")
-    if (hb < 2 * ty_n + 2 or wb < 2 * tx_n + 2 or pstride < hb * wb
+    if ho < 1 or wo < 1 or ry < 0 or rx < 0 or osy < 1 or osx < 1 or e0y < 0 or e0x < 0:
+        raise IndexError("winograd_tiles: bad output phase or input origin")
+    if (ry + (ho - 1) * osy >= out.shape[2] or rx + (wo - 1) * osx >= out.shape[3]
+            or hb < e0y + 2 * ty_n + nin - 2 or wb < e0x + 2 * tx_n + 2 or pstride < hb * wb
             or groups * cg * pstride > blen or buf.shape[0] < nb or n0 + nb > out.shape[0]
-            or scratch.shape[0] < nworkers or scratch.shape[1] < vlen + 16 * mst
+            or scratch.shape[0] < nworkers or scratch.shape[1] < vlen + tt * mst
             or bias.shape[0] < groups * og or chk.shape[0] < nworkers * vw):
         raise IndexError("winograd_tiles: buffers too small")
     u = np.uint64
     bflat = buf.reshape(buf.shape[0] * blen)
     oflat = out.reshape(out.size)
-    c_out = out.shape[1]
+    c_out, h_out, w_out = out.shape[1], out.shape[2], out.shape[3]
     for wkr in prange(nworkers):
         scr = scratch[wkr]
         poffs = np.arange(cg) * ptiles          # V rows of one transformed tap (int64)
@@ -986,9 +1081,9 @@ def winograd_tiles(buf, nb, n0, hb, wb, pstride, upack, bias, out, groups, ptile
                     nn, tyy, txx, n = _tile_run(p0 + p, np_ - p, ntiles, tx_n)
                     cbase = nn * blen + (g * cg + c) * pstride
                     _wino_in_row(scr, u(c * ptiles + p), vst, bflat,
-                                 u(cbase + 2 * tyy * wb + 2 * txx), wb, n)
+                                 u(cbase + (e0y + 2 * tyy) * wb + e0x + 2 * txx), wb, n, nin)
                     p += n
-                for e in range(16):
+                for e in range(tt):
                     o = e * vst + c * ptiles
                     for q in range(np_, ntile * tw):
                         scr[o + q] = 0.0
@@ -997,7 +1092,7 @@ def winograd_tiles(buf, nb, n0, hb, wb, pstride, upack, bias, out, groups, ptile
                 b0 = m0 // mr
                 b1 = min(copad, m0 + mcb) // mr
                 mb0 = vlen
-                for e in range(16):
+                for e in range(tt):
                     # tiles outside the reduction chunks: a tile's accumulators
                     # (mc x NV*VW) stay in L1/L2 from one chunk to the next
                     for tile in range(ntile):
@@ -1006,7 +1101,7 @@ def winograd_tiles(buf, nb, n0, hb, wb, pstride, upack, bias, out, groups, ptile
                             offk = poffs[0:kn]
                             xoff = e * vst + k0 * ptiles
                             for bb in range(b0, b1):
-                                aoff = (((g * 16 + e) * nblk + bb) * cg + k0) * mr
+                                aoff = (((g * tt + e) * nblk + bb) * cg + k0) * mr
                                 coff = mb0 + e * mst + (bb - b0) * mr * ptiles + tile * tw
                                 if k0 == 0:
                                     if shape_id == 0:
@@ -1027,9 +1122,16 @@ def winograd_tiles(buf, nb, n0, hb, wb, pstride, upack, bias, out, groups, ptile
                     p = 0
                     while p < np_:
                         nn, tyy, txx, n = _tile_run(p0 + p, np_ - p, ntiles, tx_n)
-                        plane0 = ((n0 + nn) * c_out + g * og + m) * ho
-                        _wino_out_row(scr, u(mb0 + (m - m0) * ptiles + p), mst, oflat,
-                                      u((plane0 + 2 * tyy) * wo + 2 * txx), wo, bv, n,
-                                      2 * tyy + 1 < ho, txx + n < tx_n or wo % 2 == 0, chk,
-                                      u(wkr * vw))
+                        plane0 = ((n0 + nn) * c_out + g * og + m) * h_out
+                        two_rows = 2 * tyy + 1 < ho
+                        last_full = txx + n < tx_n or wo % 2 == 0
+                        if nin == 4 and osy == 1 and osx == 1 and wo == w_out:
+                            _wino_out_row(scr, u(mb0 + (m - m0) * ptiles + p), mst, oflat,
+                                          u((plane0 + 2 * tyy) * wo + 2 * txx), wo, bv, n,
+                                          two_rows, last_full, chk, u(wkr * vw))
+                        else:
+                            _wino_out_strided(scr, u(mb0 + (m - m0) * ptiles + p), mst, oflat,
+                                              u((plane0 + ry + 2 * tyy * osy) * w_out + rx
+                                                + 2 * txx * osx), osy * w_out, osx, bv, n,
+                                              two_rows, last_full, chk, u(wkr * vw), nin)
                         p += n

@@ -32,7 +32,7 @@ import pytest
 import fastconv as fc
 import fastconv.dense  # noqa: F401  (registers the dense baseline)
 from fastconv import memory, registry
-from fastconv.arguments import parse_conv2d
+from fastconv.arguments import parse_conv2d, parse_conv_transpose2d
 
 MiB = 1 << 20
 #: Allowance for small allocations beside output and workspace (index maps,
@@ -240,7 +240,9 @@ CHILD = textwrap.dedent("""
         if op == "conv2d":
             fc.conv2d(x, w, padding=k // 2, backend=backend, algorithm=algorithm)
         elif op == "conv_transpose2d":
-            fc.conv_transpose2d(x, w, backend=backend, algorithm=algorithm)
+            # k = 4: stride 2, padding 1 (2x2 taps per output phase, for winograd)
+            fc.conv_transpose2d(x, w, stride=1 if k == 1 else 2, padding=k // 4,
+                                backend=backend, algorithm=algorithm)
         elif op == "max_pool2d":
             fc.max_pool2d(x, 1, backend=backend)
         elif op == "avg_pool2d":
@@ -280,6 +282,9 @@ def test_impossible_size_is_a_memory_error_not_a_crash(impl):
     if impl.op == "conv2d" and impl.unsupported_reason(
             parse_conv2d((1, 1, 1 << 20, 1 << 20), (1, 1, 1, 1))) is not None:
         k = 3  # e.g. winograd: 3x3 only
+    if impl.op == "conv_transpose2d" and impl.unsupported_reason(
+            parse_conv_transpose2d((1, 1, 1 << 20, 1 << 20), (1, 1, 1, 1))) is not None:
+        k = 4  # e.g. winograd: 2x2 taps per output phase
     run = subprocess.run([sys.executable, "-c", CHILD, impl.backend, impl.algorithm, impl.op,
                           str(k)],
                          capture_output=True, text=True, timeout=300)

@@ -155,11 +155,12 @@ def test_winograd_tiles_refuses_short_buffers(rng):
     bias = np.zeros(4, np.float32)
     good = np.zeros((1, wp.scratch_len(4, 4)), np.float32)
     chk = np.zeros(8, np.float32)
-    args = [buf, 1, 0, wp.hb, wp.wb, wp.pstride, upack, bias, out, 1, wp.ptiles, wp.kc, wp.mc,
-            wp.shape_id, 1, good, chk]
+    args = [buf, 1, 0, wp.hb, wp.wb, wp.pstride, 0, 0, upack, bias, out, 1, 10, 10, 0, 0, 1, 1,
+            wp.ptiles, wp.kc, wp.mc, wp.shape_id, 1, good, chk]
     k.winograd_tiles(*args)    # the right sizes run
-    for i, bad in [(15, good[:, :-1]), (0, buf[:, :-1]), (6, upack[:, :15]),
-                   (16, chk[:4]), (3, wp.hb - 1), (10, wp.ptiles + 1)]:
+    for i, bad in [(23, good[:, :-1]), (0, buf[:, :-1]), (8, upack[:, :15]),
+                   (24, chk[:4]), (3, wp.hb - 1), (18, wp.ptiles + 1), (6, 1), (7, 1),
+                   (12, 11), (13, 11), (14, 1), (16, 2)]:
         wrong = list(args)
         wrong[i] = bad
         with pytest.raises(IndexError):
@@ -178,3 +179,71 @@ def test_winograd_refuses_other_kernels_clearly():
     with pytest.raises(fc.BackendUnavailableError, match="winograd"):
         fc.conv2d(x, np.ones((3, 2, 3, 3), np.float32), stride=2, backend="numba",
                   algorithm="winograd")
+
+
+# --------------------------------------------------------------------------
+# conv_transpose2d: each output phase by F(2x2, 2x2)
+# --------------------------------------------------------------------------
+def _ref_t(x, w, b, **kw):
+    return fc.conv_transpose2d(x.astype(np.float64), w.astype(np.float64),
+                               None if b is None else b.astype(np.float64), backend="numpy",
+                               **kw)
+
+
+TRANSPOSED = [
+    ((2, 5, 7, 9), (5, 6, 4, 4), {"stride": 2, "padding": 1}),          # DCGAN-like, odd sizes
+    ((1, 4, 6, 5), (4, 3, 4, 4), {"stride": 2}),
+    ((2, 3, 5, 6), (3, 4, 6, 6), {"stride": 3, "padding": 2}),          # 9 phases
+    ((2, 4, 9, 8), (4, 2, 4, 4), {"stride": 2, "padding": 1, "groups": 2}),
+    ((1, 3, 5, 7), (3, 2, 4, 6), {"stride": (2, 3), "padding": (1, 2), "output_padding": (1, 0)}),
+    ((3, 6, 20, 21), (6, 9, 4, 4), {"stride": 2, "padding": 1}),        # vector input transform
+    ((2, 16, 3, 3), (16, 8, 4, 4), {"stride": 2, "padding": 1}),        # blocks span images
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("xs,ws,kw", TRANSPOSED)
+def test_transposed_winograd_matches_reference(rng, dtype, xs, ws, kw):
+    x = random_array(rng, xs, dtype)
+    w = random_array(rng, ws, dtype)
+    b = random_array(rng, (ws[1] * kw.get("groups", 1),), dtype)
+    before = nb.PATH_COUNTS["conv_transpose2d/winograd"]
+    out = fc.conv_transpose2d(x, w, b, backend="numba", algorithm="winograd", **kw)
+    assert nb.PATH_COUNTS["conv_transpose2d/winograd"] == before + 1
+    assert_close(out, _ref_t(x, w, b, **kw), dtype, f"winograd transposed {xs} {ws} {kw}")
+
+
+def test_transposed_winograd_chunks(rng, monkeypatch):
+    """Reduction chunks, output-channel groups, one microkernel tile per task, image chunks."""
+    monkeypatch.setattr(numba_igemm, "WINO_B_L1_BYTES", 256)
+    monkeypatch.setattr(numba_igemm, "WINO_MC", 4)
+    monkeypatch.setattr(numba_igemm, "WINO_MAX_TILES", 1)
+    x = random_array(rng, (3, 12, 9, 10), "float32")
+    w = random_array(rng, (12, 10, 4, 4), "float32")
+    kw = {"stride": 2, "padding": 1}
+    ref = _ref_t(x, w, None, **kw)
+    p = fc.plan("conv_transpose2d", x, w, backend="numpy", **kw)[0]
+    one = numba_igemm.plan_winograd_transposed(p, 4, 2, 1 << 30).blen * 4
+    monkeypatch.setattr(nb, "IM2COL_WORKSPACE_BYTES", 2 * one)
+    assert numba_igemm.plan_winograd_transposed(p, 4, 2, 2 * one).images_per_chunk == 2
+    out = fc.conv_transpose2d(x, w, backend="numba", algorithm="winograd", **kw)
+    assert_close(out, ref, "float32", "chunked transposed winograd")
+
+
+def test_transposed_winograd_non_finite_and_refusals(rng):
+    x = random_array(rng, (2, 4, 6, 7), "float32")
+    w = random_array(rng, (4, 3, 4, 4), "float32")
+    x[1, 2, 3, 3] = np.inf
+    kw = {"stride": 2, "padding": 1}
+    before = nb.PATH_COUNTS["conv_transpose2d/winograd/nonfinite"]
+    out = fc.conv_transpose2d(x, w, backend="numba", algorithm="winograd", **kw)
+    assert nb.PATH_COUNTS["conv_transpose2d/winograd/nonfinite"] == before + 1
+    want = fc.conv_transpose2d(x, w, backend="numba", algorithm="direct", **kw)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(want))
+    impl = fc.registry.lookup("conv_transpose2d", "numba", "winograd")
+    for ws, kw in [((4, 3, 3, 3), {"stride": 2}), ((4, 3, 2, 2), {"stride": 2}),
+                   ((4, 3, 4, 4), {"stride": 2, "dilation": 2}), ((4, 3, 4, 4), {"stride": 1})]:
+        p = fc.plan("conv_transpose2d", x, np.ones(ws, np.float32), backend="numpy", **kw)[0]
+        reason = impl.unsupported_reason(p)
+        assert reason is not None and "2x2 taps" in reason, (ws, kw)

@@ -661,6 +661,35 @@ def conv_transpose2d_direct(x, weight, bias, p):
     return out
 
 
+def _winograd_transposed_supports(p):
+    from . import numba_igemm
+    return numba_igemm.winograd_transposed_unsupported(p)
+
+
+@register("conv_transpose2d", "numba", "winograd",
+          "each output phase (2x2 taps: kernel = 2 x stride, e.g. DCGAN's k4 s2) by Winograd "
+          "F(2x2, 2x2): 9 transformed-tap GEMMs per 4 outputs instead of 16 multiply-adds, "
+          "through the implicit-gemm microkernel; no atomics, deterministic",
+          supports=_winograd_transposed_supports)
+def conv_transpose2d_winograd(x, weight, bias, p):
+    x, w, b, has_bias, out = _conv_operands(x, weight, bias, p)
+    from . import numba_igemm
+    threads = _threads()
+    plan = numba_igemm.plan_winograd_transposed(p, x.dtype.itemsize, threads,
+                                                IM2COL_WORKSPACE_BYTES)
+    if plan is None:  # one image's planes exceed the cap
+        return conv_transpose2d_direct(x, w, bias if has_bias else None, p)
+    PATH_COUNTS["conv_transpose2d/winograd"] += 1
+    with _parallel_region():
+        finite = numba_igemm.run_winograd_transposed(_igemm(), _conv(), x, w, b, out, p, plan,
+                                                     threads, _workspace)
+    if not finite:
+        # NaN/Inf: recomputed in the direct form, so they land where PyTorch puts them
+        PATH_COUNTS["conv_transpose2d/winograd/nonfinite"] += 1
+        return conv_transpose2d_direct(x, w, bias if has_bias else None, p)
+    return out
+
+
 @register("conv_transpose2d", "numba", "gemm",
           "W^T @ x per image and group (OpenBLAS) into a capped workspace, then a "
           "deterministic col2im (one task per output plane; at stride > 1 through "

@@ -515,6 +515,16 @@ def _plan_winograd(p, itemsize: int, threads: int, cap: int) -> WinogradPlan | N
     images = max(1, min(p.n, cap // (blen * itemsize)))
     ntiles = ty * tx
     shape_id, mr, tile, nblk = _register_block(og, itemsize, ntiles)
+    ptiles = _wino_ptiles(images * ntiles, p.groups, threads, tile)
+    kc = max(1, min(cg, WINO_B_L1_BYTES // (tile * itemsize)))
+    mc = max(mr, min(nblk * mr, WINO_MC) // mr * mr)
+    return WinogradPlan(hb=hb, wb=wb, pstride=pstride, blen=blen, shape_id=shape_id, mr=mr,
+                        tile=tile, nblk=nblk, ptiles=ptiles, kc=kc, mc=mc,
+                        images_per_chunk=images)
+
+
+def _wino_ptiles(tiles: int, groups: int, threads: int, tile: int) -> int:
+    """Tiles per Winograd task out of ``tiles`` per group (a multiple of ``tile``)."""
     # tiles per task (blocks may span images), up to WINO_MAX_TILES: the block
     # that leaves the busiest thread the least work, counting every task's
     # stream of all the transformed weights as WINO_TASK_COST_TILES tiles
@@ -522,17 +532,12 @@ def _plan_winograd(p, itemsize: int, threads: int, cap: int) -> WinogradPlan | N
     # on one thread, 80 puts 5 of 10)
     best = None
     for cand in range(tile, max(tile, WINO_MAX_TILES) + 1, tile):
-        tasks = p.groups * -(-images * ntiles // cand)
+        tasks = groups * -(-tiles // cand)
         key = (-(-tasks // threads) * (cand + WINO_TASK_COST_TILES), -cand)
         best = key if best is None else min(best, key)
-        if cand >= images * ntiles:
+        if cand >= tiles:
             break
-    ptiles = -best[1]
-    kc = max(1, min(cg, WINO_B_L1_BYTES // (tile * itemsize)))
-    mc = max(mr, min(nblk * mr, WINO_MC) // mr * mr)
-    return WinogradPlan(hb=hb, wb=wb, pstride=pstride, blen=blen, shape_id=shape_id, mr=mr,
-                        tile=tile, nblk=nblk, ptiles=ptiles, kc=kc, mc=mc,
-                        images_per_chunk=images)
+    return -best[1]
 
 
 def run_winograd(kernels, x, weight, b, out, p, wp: WinogradPlan, rmap, cmap, threads,
@@ -560,6 +565,129 @@ def run_winograd(kernels, x, weight, b, out, p, wp: WinogradPlan, rmap, cmap, th
         kernels.phase_planes(x, n0, nb, rmap, cmap, p.padding[2], 1, 1, wp.hb, wp.wb,
                              wp.pstride, buf)
         scratch = workspace("winograd_scratch", (nworkers, wp.scratch_len(cg, x.dtype.itemsize)), x.dtype)
-        kernels.winograd_tiles(buf, nb, n0, wp.hb, wp.wb, wp.pstride, upack, b, out, g,
-                               wp.ptiles, wp.kc, wp.mc, wp.shape_id, nworkers, scratch, chk)
+        kernels.winograd_tiles(buf, nb, n0, wp.hb, wp.wb, wp.pstride, 0, 0, upack, b, out, g,
+                               p.h_out, p.w_out, 0, 0, 1, 1, wp.ptiles, wp.kc, wp.mc,
+                               wp.shape_id, nworkers, scratch, chk)
+    return not np.isnan(chk).any()
+
+
+# --------------------------------------------------------------------------
+# transposed convolution by Winograd F(2x2, 2x2), one output phase at a time
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WinogradTransposedPlan:
+    """Each output phase of a transposed convolution whose phases all have 2x2 taps (e.g.
+    DCGAN's k4 s2) as an F(2x2, 2x2) convolution over one padded input."""
+
+    hb: int
+    wb: int
+    top: int
+    left: int
+    pstride: int
+    blen: int
+    images_per_chunk: int
+    phases: tuple      # (ry, rx, rows, cols, e0y, e0x, (i taps), (j taps), ptiles)
+    shape_id: int
+    mr: int
+    tile: int
+    nblk: int
+    kc: int
+    mc: int
+
+    def scratch_len(self, cg: int, itemsize: int) -> int:
+        line = 64 // itemsize
+        ptiles = max(ph[8] for ph in self.phases)
+        return 9 * (cg * ptiles + line) + 9 * (min(self.mc, self.nblk * self.mr) * ptiles + line)
+
+
+def _two_tap_phases(phases) -> bool:
+    """Every phase with outputs has two taps at consecutive input offsets."""
+    for count, taps in phases:
+        if count and (len(taps) != 2 or abs(taps[0][1] - taps[1][1]) != 1):
+            return False
+    return True
+
+
+def winograd_transposed_unsupported(p) -> str | None:
+    """None when every output phase of ``p`` is a 2x2-tap convolution (F(2x2, 2x2)), else why not."""
+    ok = p.dilation == (1, 1) and all(
+        _two_tap_phases(_transposed_axis(size, out, k, 1, pad, s)[0])
+        for size, out, k, pad, s in ((p.h, p.h_out, p.kh, p.padding[0], p.stride[0]),
+                                     (p.w, p.w_out, p.kw, p.padding[1], p.stride[1])))
+    if ok:
+        return None
+    return ("winograd F(2x2, 2x2) needs every output phase to have 2x2 taps (kernel = 2 x "
+            f"stride, no dilation, e.g. k4 s2); got kernel {(p.kh, p.kw)}, stride {p.stride}, "
+            f"dilation {p.dilation}")
+
+
+def plan_winograd_transposed(p, itemsize: int, threads: int, cap: int):
+    """The plan for ``p`` (winograd_transposed_unsupported None), or None over ``cap``."""
+    return _cached("winograd-transposed", _plan_winograd_transposed, p, itemsize, threads, cap)
+
+
+def _plan_winograd_transposed(p, itemsize: int, threads: int, cap: int):
+    cg, og = p.c_in // p.groups, p.c_out // p.groups
+    (sh, sw), (ph, pw) = p.stride, p.padding
+    yph, top, hq = _transposed_axis(p.h, p.h_out, p.kh, 1, ph, sh)
+    xph, left, wq = _transposed_axis(p.w, p.w_out, p.kw, 1, pw, sw)
+    shape_id, mr, tile, nblk = _register_block(og, itemsize, 64)
+    raw, hb, wb = [], hq, wq
+    for ry, (rows, ytaps) in enumerate(yph):
+        for rx, (cols, xtaps) in enumerate(xph):
+            if rows == 0 or cols == 0:
+                continue
+            ytaps, xtaps = sorted(ytaps, key=lambda te: te[1]), sorted(xtaps, key=lambda te: te[1])
+            e0y, e0x = top + ytaps[0][1], left + xtaps[0][1]
+            hb = max(hb, e0y + 2 * -(-rows // 2) + 1)
+            wb = max(wb, e0x + 2 * -(-cols // 2) + 2)
+            raw.append((ry, rx, rows, cols, e0y, e0x, tuple(t for t, _ in ytaps),
+                        tuple(t for t, _ in xtaps)))
+    pstride = _plane_stride(hb, wb, itemsize)
+    blen = p.c_in * pstride
+    if blen * itemsize > cap:
+        return None
+    images = max(1, min(p.n, cap // (blen * itemsize)))
+    phases = tuple(ph_ + (_wino_ptiles(images * -(-ph_[2] // 2) * -(-ph_[3] // 2), p.groups,
+                                       threads, tile),) for ph_ in raw)
+    kc = max(1, min(cg, WINO_B_L1_BYTES // (tile * itemsize)))
+    mc = max(mr, min(nblk * mr, WINO_MC) // mr * mr)
+    return WinogradTransposedPlan(hb=hb, wb=wb, top=top, left=left, pstride=pstride, blen=blen,
+                                  images_per_chunk=images, phases=phases, shape_id=shape_id,
+                                  mr=mr, tile=tile, nblk=nblk, kc=kc, mc=mc)
+
+
+def run_winograd_transposed(kernels, conv_kernels, x, weight, b, out, p,
+                            wp: WinogradTransposedPlan, threads, workspace) -> bool:
+    """out = conv_transpose2d(x, weight) + b, each output phase by F(2x2, 2x2).
+
+    Returns False when some output is NaN or +-Inf (see :func:`run_winograd`).
+    """
+    g, cg, og = p.groups, p.c_in // p.groups, p.c_out // p.groups
+    # wg[g, o, c, i, j] = weight[g*Cg + c, o, i, j]
+    wg = weight.reshape(g, cg, og, p.kh, p.kw).transpose(0, 2, 1, 3, 4)
+    packs = []
+    for ry, rx, rows, cols, e0y, e0x, ti, tj, ptiles in wp.phases:
+        wk = np.ascontiguousarray(wg[:, :, :, list(ti)][:, :, :, :, list(tj)])
+        upack = np.empty((g, 9, wp.nblk, cg, wp.mr), dtype=x.dtype)
+        kernels.winograd_weights(wk, wp.nblk, wp.mr, upack)
+        packs.append(upack)
+    rmap = conv_kernels.padding_index_map(p.h, wp.top, wp.hb - p.h - wp.top, "zeros")
+    cmap = conv_kernels.padding_index_map(p.w, wp.left, wp.wb - p.w - wp.left, "zeros")
+    images = wp.images_per_chunk
+    buf = workspace("igemm_planes", (images, wp.blen), x.dtype)
+    chk = np.zeros(threads * vector_width(x.dtype.itemsize), dtype=x.dtype)
+    sh, sw = p.stride
+    for n0 in range(0, p.n, images):
+        nb = min(images, p.n - n0)
+        kernels.phase_planes(x, n0, nb, rmap, cmap, wp.left, 1, 1, wp.hb, wp.wb, wp.pstride,
+                             buf)
+        for (ry, rx, rows, cols, e0y, e0x, _, _, ptiles), upack in zip(wp.phases, packs):
+            ntiles = -(-rows // 2) * -(-cols // 2)
+            nworkers = max(1, min(threads, g * -(-nb * ntiles // ptiles)))
+            scratch = workspace("winograd_scratch",
+                                (nworkers, wp.scratch_len(cg, x.dtype.itemsize)), x.dtype)
+            kernels.winograd_tiles(buf, nb, n0, wp.hb, wp.wb, wp.pstride, e0y, e0x, upack, b,
+                                   out, g, rows, cols, ry, rx, sh, sw, ptiles, wp.kc, wp.mc,
+                                   wp.shape_id, nworkers, scratch, chk)
     return not np.isnan(chk).any()
