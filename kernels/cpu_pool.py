@@ -73,6 +73,52 @@ Versions:
    adaptive max 11.8 -> 1.8, +indices 11.9 -> 3.2.  On this machine a 2-thread
    call waits a whole scheduler period (8 ms) whenever another tenant holds the
    second core: medians at 8.0 ms in a noisy minute measure that, not the kernel.
+3. compile time (same loops, same results).  The helpers were all
+   ``inline="always"`` (Numba IR inlining); the parfor passes (copy
+   propagation, gufunc creation) then deep-copied the large inlined prange body
+   again and again: 80 % of a first call went to Python-side IR work, not LLVM.
+   The v2 helpers are now separate functions inlined by LLVM (``_HELPER``:
+   ``forceinline``, ``_nrt=False``, ``error_model="numpy"``; see there why
+   each).  Plain non-IR-inlined helpers had been 1.2-1.4x slower: per output
+   row, each array argument cost an atomic incref/decref pair (found with perf:
+   26 % of the samples in NRT_incref/NRT_decref), and ``/`` kept its
+   zero-division branch.  The adaptive index row pass and the v1 helpers stay
+   IR-inlined (slower otherwise).
+   First calls, float32, empty private cache, one process, in call order
+   (later kernels reuse helpers compiled earlier), shared machine under load:
+
+   ==========================  ========  ========
+   kernel                      v2 s      v3 s
+   ==========================  ========  ========
+   max_pool2d_sep              33.9      17.2
+   max_pool2d_sep_idx (int32)  69.1      19.0
+   max_pool2d_sep_idx (int64)  78.8      21.6
+   avg_pool2d_sep               6.3       5.6
+   adaptive_avg_pool2d_planes   2.2       1.9
+   adaptive_max_pool2d_sep     16.8      10.1
+   adaptive_max_pool2d_sep_idx 29.0      11.8
+   max_pool2d_rows (v1)        13.9      14.5
+   total                       250.0     102.5
+   ==========================  ========  ========
+
+   Run time, 8x64x112x112 float32, v2 and v3 kernels called side by side in one
+   process, interleaved, medians of 21 (ms; 2 threads, wall clock, a quiet minute;
+   rows = the v1 fallback kernel, called directly):
+
+   ======================  ======  ======  =====
+   case                     v2 ms   v3 ms   v3/v2
+   ======================  ======  ======  =====
+   max k2 s2                1.24    1.25    1.01
+   max k2 s2 + indices      1.92    1.85    0.96
+   max k3 s2 p1             1.33    1.29    0.96
+   max k3 s2 p1 + indices   2.21    2.19    0.99
+   avg k2 s2                1.24    1.20    0.97
+   adaptive avg 7x7         1.15    1.10    0.96
+   adaptive max 7x7         1.07    1.09    1.02
+   adaptive max 7x7 + idx   1.74    1.76    1.01
+   rows k3 s2 p1            4.45    4.47    1.00
+   rows k3 s2 p1 + indices  8.24    8.62    1.05 (min 8.08 -> 8.27)
+   ======================  ======  ======  =====
 """
 from __future__ import annotations
 
@@ -85,12 +131,29 @@ from numba import njit, prange
 #: longer propagate as in PyTorch (an Inf in an avg-pool window came out NaN).
 FASTMATH = {"reassoc", "contract", "nsz"}
 
+#: Options of the small helpers (version 3, compile time): LLVM-level inlining
+#: (``forceinline``: LLVM's alwaysinline) instead of Numba's IR-level
+#: ``inline="always"``, whose IR copies the parfor passes of the parallel kernels
+#: then deep-copied over and over (most of the 20-80 s first-call compile per
+#: kernel).  ``_nrt=False``: no reference counting in the helpers (they borrow
+#: their arrays from the caller, allocate nothing and return no array); with it,
+#: a helper call costs no atomic incref/decref pair per array per output row,
+#: which made plain non-IR-inlined helpers 20-30 % slower (``_nrt`` is a private
+#: Numba option, Numba 0.68 here: a helper under it must never allocate, keep or
+#: return an array).  ``error_model="numpy"``
+#: as in the parfor body (no zero-division branch in ``/`` loops: it kept the
+#: average row pass from vectorizing).  Helpers returning a view (``_tap_view``)
+#: or whose loops need the kernel's context (the adaptive index row pass: 1.2x
+#: slower as a separate function; the version-1 helpers of ``max_pool2d_rows``:
+#: 5-9 % slower) stay IR-inlined.
+_HELPER = dict(cache=True, forceinline=True, _nrt=False, error_model="numpy")
+
 __all__ = ["max_pool2d_sep", "max_pool2d_sep_idx", "avg_pool2d_sep", "adaptive_max_pool2d_sep",
            "adaptive_max_pool2d_sep_idx", "adaptive_avg_pool2d_planes", "axis_has_empty_window",
            "max_pool2d_rows", "avg_pool2d_rows", "adaptive_max_pool2d_planes"]
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _col_range(wo, sw, off, w_in):
     """[lo, hi) of ox with 0 <= ox*sw + off < w_in."""
     lo = 0
@@ -112,7 +175,7 @@ def _tap_view(src, lo, hi, sw, off):
     return src[lo * sw + off:(hi - 1) * sw + off + 1:sw]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always")  # v1 (rows kernel): IR-inlined, as measured
 def _max_update_idx(om, im, s, rb, sw):
     for q in range(om.shape[0]):
         v = s[q]
@@ -122,7 +185,7 @@ def _max_update_idx(om, im, s, rb, sw):
         im[q] = rb + q * sw if take else im[q]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always")  # v1 (rows kernel): IR-inlined, as measured
 def _max_update_idx_s2(om, im, s, rb):
     """As _max_update_idx for stride 2, reading s[2q] from a contiguous view.
 
@@ -137,7 +200,7 @@ def _max_update_idx_s2(om, im, s, rb):
         im[q] = rb + 2 * q if take else im[q]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always")  # v1 (rows kernel): IR-inlined, as measured
 def _max_update_s2(om, s):
     for q in range(om.shape[0]):
         v = s[2 * q]
@@ -146,7 +209,7 @@ def _max_update_s2(om, s):
         om[q] = v if take else m
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always")  # v1 (rows kernel): IR-inlined, as measured
 def _max_update(om, s):
     for q in range(om.shape[0]):
         v = s[q]
@@ -155,7 +218,7 @@ def _max_update(om, s):
         om[q] = v if take else m
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always")  # v1 (rows kernel): IR-inlined, as measured
 def _max_edge(orow, idx, want_idx, n, c, oy, src, r, w_in, lo, hi, sw, off):
     """One tap for outputs [lo, hi) of a row, scalar (the few edge outputs)."""
     for ox in range(lo, hi):
@@ -167,13 +230,13 @@ def _max_edge(orow, idx, want_idx, n, c, oy, src, r, w_in, lo, hi, sw, off):
                 idx[n, c, oy, ox] = r * w_in + ox * sw + off
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _mx(v, m):
     """PyTorch's update test: the new value wins if larger or NaN."""
     return (v > m) | (v != v)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always")  # v1 (rows kernel): IR-inlined, as measured
 def _mf_idx1(om, im, s0, s1, s2, rb, d1, d2):
     for q in range(om.shape[0]):
         m = om[q]
@@ -194,7 +257,7 @@ def _mf_idx1(om, im, s0, s1, s2, rb, d1, d2):
         im[q] = bi
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always")  # v1 (rows kernel): IR-inlined, as measured
 def _mf_idx2(om, im, s0, s1, s2, rb, d1, d2):
     for q in range(om.shape[0]):
         m = om[q]
@@ -215,7 +278,7 @@ def _mf_idx2(om, im, s0, s1, s2, rb, d1, d2):
         im[q] = bi
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always")  # v1 (rows kernel): IR-inlined, as measured
 def _mf1(om, s0, s1, s2):
     for q in range(om.shape[0]):
         m = om[q]
@@ -227,7 +290,7 @@ def _mf1(om, s0, s1, s2):
         om[q] = v if _mx(v, m) else m
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always")  # v1 (rows kernel): IR-inlined, as measured
 def _mf2(om, s0, s1, s2):
     for q in range(om.shape[0]):
         m = om[q]
@@ -239,7 +302,7 @@ def _mf2(om, s0, s1, s2):
         om[q] = v if _mx(v, m) else m
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always")  # v1 (rows kernel): IR-inlined, as measured
 def _max_fused(om, im, want_idx, s0, s1, s2, ntap, rb, dw, two):
     """2 or 3 taps of one kernel row, in order, for every output of ``om`` (one pass).
 
@@ -476,13 +539,13 @@ def adaptive_max_pool2d_planes(x, out, idx, want_idx):
 # (vmaskmovps), microcoded and ~5x slower on this AMD CPU than a blend and a
 # plain store.  Long windows therefore ping-pong between ``col`` and ``tmp``.
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _take(m, bi, v, iv):
     """Does (v, iv) replace the running (m, bi)?  Order-free form of PyTorch's rule."""
     return (((v != v) & ((m == m) | (iv > bi))) | (v > m)) | ((v == m) & (iv < bi))
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _fold_val(dst, plane, ra, rb, rc, rd, n):
     """dst[q] = plane rows ra, rb, rc, rd (the first n, 1 <= n <= 4) folded in order.
 
@@ -515,7 +578,7 @@ def _fold_val(dst, plane, ra, rb, rc, rd, n):
             dst[q] = v if _mx(v, m) else m
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _fold_buf_val(dst, buf, plane, rb, rc, rd, n):
     """dst = the running fold ``buf`` then rows rb[, rc[, rd]] (n = 1..3 of them)."""
     if n == 1:
@@ -541,7 +604,7 @@ def _fold_buf_val(dst, buf, plane, rb, rc, rd, n):
             dst[q] = v if _mx(v, m) else m
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _fold_rows_val(col, tmp, plane, r0, nr, dr):
     """col[:] = rows r0, r0+dr, ..., (nr >= 1 rows of plane) folded in order.
 
@@ -570,7 +633,7 @@ def _fold_rows_val(col, tmp, plane, r0, nr, dr):
         i += n
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _fold_idx(dst, di, plane, ra, rb, rc, rd, n, w_in):
     """As _fold_val, with di[q] = flat index r*w_in + q of each column's winner."""
     ba, bb, bc, bd = ra * w_in, rb * w_in, rc * w_in, rd * w_in
@@ -613,7 +676,7 @@ def _fold_idx(dst, di, plane, ra, rb, rc, rd, n, w_in):
             di[q] = (bd if t else bi) + q
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _fold_buf_idx(dst, di, buf, bi_, plane, rb, rc, rd, n, w_in):
     """As _fold_buf_val, with indices (bi_: the running fold's)."""
     bb, bc, bd = rb * w_in, rc * w_in, rd * w_in
@@ -654,7 +717,7 @@ def _fold_buf_idx(dst, di, buf, bi_, plane, rb, rc, rd, n, w_in):
             di[q] = bd + q if t else bi
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _fold_rows_idx(col, ci, tmp, ti, plane, r0, nr, dr, w_in):
     """As _fold_rows_val, with the flat index of each column's winner in ci."""
     passes = 1 + (max(0, nr - 4) + 2) // 3
@@ -678,7 +741,7 @@ def _fold_rows_idx(col, ci, tmp, ti, plane, r0, nr, dr, w_in):
         i += n
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _row_pass_val(oplane, oy, col, kw, sw, dw, ta, tb):
     """oplane[oy, q] = max rule over col[q*sw + j*dw], j < kw (col: the padded folded row)."""
     n = oplane.shape[1]
@@ -727,7 +790,7 @@ def _row_pass_val(oplane, oy, col, kw, sw, dw, ta, tb):
             in_a = not in_a
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _tap_pass_val(dst, src, col, off, sw, src_strided):
     """dst[q] = src[q] (or tap 0, col[q*sw], when ``src_strided``) folded with col[off + q*sw]."""
     n = dst.shape[0]
@@ -757,7 +820,7 @@ def _tap_pass_val(dst, src, col, off, sw, src_strided):
             dst[q] = v if _mx(v, m) else m
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _row_pass_idx(oplane, iplane, oy, col, ci, kw, sw, dw, ta, tai, tb, tbi):
     """As _row_pass_val with indices (ci: flat index of each col entry), order-free combine.
 
@@ -834,7 +897,7 @@ def _row_pass_idx(oplane, iplane, oy, col, ci, kw, sw, dw, ta, tai, tb, tbi):
             in_a = not in_a
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _tap_pass_idx(dst, di, src, si, s_off, col, ci, off, sw, src_strided):
     """(dst, di)[q] = (src, si)[q] combined with the tap (col, ci)[off + q*sw].
 
@@ -908,7 +971,7 @@ def axis_has_empty_window(n, k, s, p, d, n_out):
     return False
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _tap_rows(hs, kh, dh, h):
     """[i0, i1): kernel rows i with 0 <= hs + i*dh < h."""
     i0 = 0
@@ -921,7 +984,7 @@ def _tap_rows(hs, kh, dh, h):
     return i0, max(i0, i1)
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _task_rows(t, nrb, rows_per, ho):
     """(plane, first output row, end output row) of task t."""
     oy0 = (t % nrb) * rows_per
@@ -995,7 +1058,7 @@ def max_pool2d_sep_idx(x, out, idx, kh, kw, sh, sw, ph, pw, dh, dw, nchunk, nrb,
                 _row_pass_idx(oplane, iplane, oy, col, ci, kw, sw, dw, ta, tai, tb, tbi)
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _halve_val(dst, src, n):
     """dst[i] = src[2i], src[2i+1] folded, i < n (groups of an even width halve in place)."""
     for i in range(n):
@@ -1016,7 +1079,7 @@ def _halve_idx(dst, di, src, si, n):
         di[i] = iv if t else bi
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _groups_val(orow, src, kk):
     """orow[ox] = fold of src[ox*kk : (ox+1)*kk] (kk >= 1)."""
     for ox in range(orow.shape[0]):
@@ -1042,7 +1105,7 @@ def _groups_idx(orow, irow, src, si, kk):
         irow[ox] = bi
 
 
-@njit(cache=True, inline="always")
+@njit(**_HELPER)
 def _adaptive_row_pass_val(orow, col, tmp, w_in):
     """orow[ox] = fold of col over adaptive column window ox.  Equal windows of an even
     width k (W = Wo*k) are halved pairwise over the whole row first (vector loops over
@@ -1162,7 +1225,7 @@ def adaptive_max_pool2d_sep_idx(x, out, idx, nchunk, nrb, big):
 # ---------------------------------------------------------------------------
 # version 2: separable average pooling
 # ---------------------------------------------------------------------------
-@njit(fastmath=FASTMATH, cache=True, inline="always")
+@njit(fastmath=FASTMATH, **_HELPER)
 def _sum_rows(dst, plane, r0, nr):
     """dst[:] = sum of rows r0 .. r0+nr-1 of plane (nr >= 1): up to 4 rows per pass."""
     n = min(4, nr)
@@ -1193,7 +1256,7 @@ def _sum_rows(dst, plane, r0, nr):
         r += n
 
 
-@njit(fastmath=FASTMATH, cache=True, inline="always")
+@njit(fastmath=FASTMATH, **_HELPER)
 def _row_pass_avg(oplane, oy, col, drow, kw, sw):
     """oplane[oy, q] = (sum of col[q*sw + j], j < kw) / drow[q] (col: zero-padded row sums)."""
     n = oplane.shape[1]
