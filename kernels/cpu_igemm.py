@@ -659,10 +659,11 @@ def winograd_weights(wk, nblk, mr, packed):
                     packed[g, r * 4 + 3, b, c, m] = hh[r, 2]
 
 
-def _vec_types(is64):
+def _ir_types(is64):
+    """(VW, vector type, its pointer type, element bytes, i64, i32) for one 256-bit register."""
     width = 4 if is64 else 8
-    fty = ir.DoubleType() if is64 else ir.FloatType()
-    return width, fty, ir.VectorType(fty, width)
+    vty = ir.VectorType(ir.DoubleType() if is64 else ir.FloatType(), width)
+    return width, vty, vty.as_pointer(), 8 if is64 else 4, ir.IntType(64), ir.IntType(32)
 
 
 def _make_wino_in(n: int = 4):
@@ -690,10 +691,7 @@ def _make_wino_in(n: int = 4):
 
         def codegen(context, builder, signature, args):
             x_v, src_v, wb_v, v_v, vb_v, vst_v = args
-            width, fty, vty = _vec_types(is64)
-            esz = 8 if is64 else 4
-            vptr = vty.as_pointer()
-            i64 = ir.IntType(64)
+            width, vty, vptr, esz, i64, _ = _ir_types(is64)
             x_p = builder.gep(context.make_array(signature.args[0])(context, builder, x_v).data,
                               [src_v])
             v_p = builder.gep(context.make_array(signature.args[3])(context, builder, v_v).data,
@@ -755,11 +753,7 @@ def _make_wino_out():
 
         def codegen(context, builder, signature, args):
             m_v, mb_v, mst_v, o_v, d_v, w_v, bv_v, k_v, c0_v = args
-            width, fty, vty = _vec_types(is64)
-            esz = 8 if is64 else 4
-            vptr = vty.as_pointer()
-            i64 = ir.IntType(64)
-            i32 = ir.IntType(32)
+            width, vty, vptr, esz, i64, i32 = _ir_types(is64)
             m_p = builder.gep(context.make_array(signature.args[0])(context, builder, m_v).data,
                               [mb_v])
             o_p = builder.gep(context.make_array(signature.args[3])(context, builder, o_v).data,
@@ -798,26 +792,99 @@ def _make_wino_out():
     return intrinsic(typer)
 
 
+def _make_wino_out_tmp(n: int):
+    """An intrinsic ``wt(m, mb, mst, tmp, bv, chk, c0)``: outputs of VW tiles into ``tmp``.
+
+    ``n = 4``: F(2x2, 3x3), ``n = 3``: F(2x2, 2x2).  For ``q < VW``, with
+    ``M_q[r, s] = m[mb + (n*r + s)*mst + q]`` and ``Y_q = A^T M_q A``::
+
+        tmp[(2*i + j)*VW + q] = bv + Y_q[i, j]          (i, j < 2)
+        chk[c0 .. c0+VW) += (sum of the four) * 0
+
+    for strided output phases, which the caller stores element by element
+    (AVX2 has no scatter).  The operations are those of ``_wino_out_tile`` /
+    ``_wino22_out_tile``, in the same order.  No bounds checks.
+    """
+
+    def typer(typingctx, m, mb, mst, tmp, bv, chk, c0):
+        if not (isinstance(m, types.Array) and isinstance(tmp, types.Array)
+                and isinstance(chk, types.Array) and chk.dtype == m.dtype
+                and m.dtype == tmp.dtype and m.dtype in (types.float32, types.float64)
+                and bv == m.dtype):
+            return None
+        sig = types.void(m, types.intp, types.intp, tmp, m.dtype, chk, types.intp)
+        is64 = m.dtype == types.float64
+
+        def codegen(context, builder, signature, args):
+            m_v, mb_v, mst_v, t_v, bv_v, k_v, c0_v = args
+            width, vty, vptr, esz, i64, i32 = _ir_types(is64)
+            m_p = builder.gep(context.make_array(signature.args[0])(context, builder, m_v).data,
+                              [mb_v])
+            t_p = context.make_array(signature.args[3])(context, builder, t_v).data
+            k_p = builder.bitcast(builder.gep(
+                context.make_array(signature.args[5])(context, builder, k_v).data, [c0_v]), vptr)
+            mm = [builder.load(builder.bitcast(
+                builder.gep(m_p, [builder.mul(mst_v, ir.Constant(i64, e))]), vptr), align=esz)
+                for e in range(n * n)]
+            add, sub = builder.fadd, builder.fsub
+
+            def at(a):   # _at4 / _at3
+                if n == 4:
+                    return add(add(a[0], a[1]), a[2]), sub(sub(a[1], a[2]), a[3])
+                return add(a[0], a[1]), add(a[1], a[2])
+            cols = [at([mm[n * r + j] for r in range(n)]) for j in range(n)]   # A^T M, column j
+            undef = ir.Constant(vty, ir.Undefined)
+            bvv = builder.shuffle_vector(builder.insert_element(undef, bv_v, ir.Constant(i32, 0)),
+                                         undef, ir.Constant(ir.VectorType(i32, width), [0] * width))
+            total = None
+            for i in range(2):
+                y = at([cols[j][i] for j in range(n)])
+                for j in range(2):
+                    val = add(bvv, y[j])
+                    total = val if total is None else add(total, val)
+                    builder.store(val, builder.bitcast(
+                        builder.gep(t_p, [ir.Constant(i64, (2 * i + j) * width)]), vptr),
+                        align=esz)
+            zero = ir.Constant(vty, [0.0] * width)
+            builder.store(add(builder.load(k_p, align=esz), builder.fmul(total, zero)), k_p,
+                          align=esz)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    typer.__name__ = f"winograd_out_tmp{n}"
+    return intrinsic(typer)
+
+
 _wino_in_vec = _make_wino_in(4)
 _wino22_in_vec = _make_wino_in(3)
+_wino_out_tmp = _make_wino_out_tmp(4)
+_wino22_out_tmp = _make_wino_out_tmp(3)
 _wino_out_vec = _make_wino_out()
 
 
 @njit(cache=True)
-def _wino_in_row(v, vb, cgp, bflat, src, wb, n, nin):
+def _wino_in_row(v, vb, cgp, bflat, src, wb, n, nin, run_over):
     """V rows of one tile row segment: ``n`` tiles, the first at ``src`` (top-left input).
 
     ``nin``: 4 for F(2x2, 3x3), 3 for F(2x2, 2x2) (:func:`_wino22_in_tail`).
+    ``run_over``: the last vector may run past the segment (reading up to
+    2*VW+1 elements past the segment's last window and writing up to VW-1 V
+    columns past it: the caller overwrites or ignores them); else a scalar tail.
     """
     u = np.uint64
     vw = 32 // bflat.itemsize
     q0 = 0
-    while q0 + vw <= n:
+    # whole vectors, the last one past the segment's end where the caller allows it
+    # (``n`` beyond the segment: see winograd_tiles)
+    while q0 + vw <= n or (q0 < n and run_over):
         if nin == 4:
             _wino_in_vec(bflat, src + u(2 * q0), wb, v, vb + u(q0), cgp)
         else:
             _wino22_in_vec(bflat, src + u(2 * q0), wb, v, vb + u(q0), cgp)
         q0 += vw
+    if q0 >= n:
+        return
     if nin == 3:
         _wino22_in_tail(v, vb, cgp, bflat, src, wb, q0, n)
         return
@@ -886,11 +953,36 @@ def _wino22_out_tile(mbuf, o, mstride):
 
 @njit(cache=True)
 def _wino_out_strided(mbuf, mb, mstride, oflat, d0, rstep, cstep, bv, n, two_rows, last_full,
-                      chk, c0, nin):
+                      chk, c0, nin, tmp):
     """Outputs of one tile row segment written ``rstep``/``cstep`` apart (an output phase of a
-    transposed convolution), scalar; ``chk[c0]`` becomes NaN if one is NaN or +-Inf."""
+    transposed convolution); ``chk[c0]`` becomes NaN if one is NaN or +-Inf.  ``tmp``:
+    4*VW scratch elements.  Whole tiles by vectors (:func:`_make_wino_out_tmp`), the rest
+    scalar.  The stores dominate: one 4-byte store per output, 4 phases interleaved."""
     u = np.uint64
-    for q in range(n):
+    vw = 32 // oflat.itemsize
+    q0 = 0
+    # vectors of VW tiles into tmp (past the segment: M columns that exist,
+    # results unused), then element by element to the strided output
+    while q0 + vw <= n - 1 or (q0 + vw <= n and last_full):
+        if nin == 4:
+            _wino_out_tmp(mbuf, mb + u(q0), mstride, tmp, bv, chk, c0)
+        else:
+            _wino22_out_tmp(mbuf, mb + u(q0), mstride, tmp, bv, chk, c0)
+        d = d0 + u(2 * q0 * cstep)
+        if two_rows:
+            for q in range(vw):
+                e = d + u(2 * q * cstep)
+                oflat[e] = tmp[q]
+                oflat[e + u(cstep)] = tmp[vw + q]
+                oflat[e + u(rstep)] = tmp[2 * vw + q]
+                oflat[e + u(rstep + cstep)] = tmp[3 * vw + q]
+        else:
+            for q in range(vw):
+                e = d + u(2 * q * cstep)
+                oflat[e] = tmp[q]
+                oflat[e + u(cstep)] = tmp[vw + q]
+        q0 += vw
+    for q in range(q0, n):
         if nin == 4:
             y00, y01, y10, y11 = _wino_out_tile(mbuf, mb + u(q), mstride)
         else:
@@ -998,44 +1090,55 @@ def _tile_run(t, left, ntiles, tx_n):
 
 
 @njit(parallel=True, cache=True)
-def winograd_tiles(buf, nb, n0, hb, wb, pstride, e0y, e0x, upack, bias, out, groups, ho, wo,
-                   ry, rx, osy, osx, ptiles, kc, mc, shape_id, nworkers, scratch, chk):
-    """out[n0+nn, g*Og + o] = bias + conv2d(planes of image nn, w[g*Og + o]), 3x3, stride 1, by F(2x2, 3x3).
+def winograd_tiles(buf, nb, n0, hb, wb, pstride, phases, upack, bias, out, groups, osy, osx,
+                   ty_n, tx_n, ptiles, kc, mc, shape_id, nworkers, scratch, chk):
+    """out[n0+nn, g*Og + o, ry + oy*osy, rx + ox*osx] = bias + (phase's convolution of image nn), by Winograd.
 
-    ``buf[nn, c*pstride + y*wb + x]``: the padded input planes (``hb x wb``,
-    zero beyond the padded extent, ``hb >= 2*Ty + 2``, ``wb >= 2*Tx + 2`` for
-    ``Ty = ceil(Ho/2)``, ``Tx = ceil(Wo/2)`` tiles of 2x2 outputs).  ``upack``:
-    (G, 16, nblk, Cg, MR) from :func:`winograd_weights`.
+    3x3 weights (``upack[ph]`` of (G, 16, nblk, Cg, MR)): F(2x2, 3x3); 2x2
+    (``(G, 9, ...)``): F(2x2, 2x2) (see :func:`winograd_weights`).
+    ``phases[ph] = (ry, rx, Ho, Wo, e0y, e0x)``: a convolution writes one
+    phase ``(0, 0, Ho, Wo, 0, 0)`` with ``osy = osx = 1``; a transposed one
+    (version 4b) one per output phase, its 2x2-tap stride-1 convolution read
+    from the input origin ``(e0y, e0x)`` of the shared planes and written
+    ``(osy, osx)`` apart.  ``buf[nn, c*pstride + y*wb + x]``: the padded
+    input planes (``hb x wb``, zeros beyond the padded extent), then at least
+    ``2*VW + 2`` more elements (zeroed): the input transform runs whole
+    vectors past a tile row's end.  ``ty_n x tx_n``: the tile grid, at least
+    ``ceil(Ho/2) x ceil(Wo/2)`` of every phase.
 
-    Per tile ``(ty, tx)`` and channel: the 4x4 input ``d`` at ``(2ty, 2tx)``
-    becomes ``V = B^T d B`` (16 values, additions only); per transformed tap
-    ``e`` the output channels' ``M[e] = U[e] V[e]`` are 16 independent GEMMs
-    (``Og x Cg`` by ``Cg x tiles``) run by the register-blocked microkernel;
-    the 2x2 outputs are ``A^T M A`` + bias.  ``B^T = [[1,0,-1,0],[0,1,1,0],
-    [0,-1,1,0],[0,1,0,-1]]``, ``A^T = [[1,1,1,0],[0,1,-1,-1]]``.
+    Per tile ``(ty, tx)`` and channel: the input ``d`` (4x4 or 3x3) at
+    ``(e0y + 2ty, e0x + 2tx)`` becomes ``V = B^T d B`` (additions only); per
+    transformed tap ``e`` the output channels' ``M[e] = U[e] V[e]`` are
+    independent GEMMs (``Og x Cg`` by ``Cg x tiles``) run by the
+    register-blocked microkernel; the 2x2 outputs are ``A^T M A`` + bias.
+    F(2x2, 3x3): ``B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]``,
+    ``A^T = [[1,1,1,0],[0,1,-1,-1]]``; F(2x2, 2x2): ``B^T = [[1,-1,0],[0,1,0],
+    [0,-1,1]]``, ``A^T = [[1,1,0],[0,1,1]]``.
 
     A task is (group, block of ``ptiles`` tiles; tiles are numbered row-major
     across the ``nb`` images, so a block may span images; ``ptiles`` a
-    multiple of the microkernel's NV*VW).  Per task: transform
-    the block's inputs into ``V`` (16 x Cg x ptiles, the worker's scratch),
-    then for each group of ``mc`` output channels: for each ``e``, for each
-    chunk of ``kc`` channels, for each tile of NV*VW columns, for each block
-    of MR channels, the microkernel into ``M`` (16 x mc x ptiles; the first
-    chunk overwrites, later ones accumulate); then the output transform.
-    Scratch per worker: ``16*Cg*ptiles + 16*mc*ptiles``.
+    multiple of the microkernel's NV*VW).  Per task and phase: transform the
+    block's inputs into ``V`` (T x Cg x ptiles, T = 16 or 9 transformed taps:
+    the worker's scratch), then for each group of ``mc`` output channels: for
+    each ``e``, for each tile of NV*VW columns, for each chunk of ``kc``
+    channels, for each block of MR channels, the microkernel into ``M``
+    (T x mc x ptiles; the first chunk overwrites, later ones accumulate);
+    then the output transform.  All phases of a block in one task: the
+    strided phases of a transposed convolution then fill the block's output
+    lines while they are in cache (each phase alone touched every line of the
+    output once more).  Scratch per worker: ``T*(Cg*ptiles + L) + T*(mc*ptiles + L)``
+    (L: one 64-byte line of skew per transformed tap).
 
-    FLOPs: 2*16*Co_pad*Cg per tile (the direct form's 2*4*9*Co*Cg: 2.25x
-    fewer) + ~32 additions per tile and channel in, ~24 out.  Bytes: the
-    planes once, ``V`` and ``M`` through L2/L3 (16/4 of the input and output
-    each), the transformed weights once per task.  Launch: ``prange`` over
+    FLOPs: 2*T*Co_pad*Cg per tile (the direct form's 2*4*9 or 2*4*4: 2.25x or
+    1.78x fewer) + ~32 additions per tile and channel in, ~24 out.  Bytes: the
+    planes once, ``V`` and ``M`` through L2 (T/4 of the input and output),
+    the transformed weights once per task and phase.  Launch: ``prange`` over
     ``nworkers``, each a contiguous run of tasks.
     """
-    groups_, tt, nblk, cg, mr = upack.shape
+    nph, groups_, tt, nblk, cg, mr = upack.shape
     nin = 4 if tt == 16 else 3              # F(2x2, 3x3) or F(2x2, 2x2)
     og = out.shape[1] // groups
     copad = nblk * mr
-    ty_n = (ho + 1) // 2
-    tx_n = (wo + 1) // 2
     vw = 32 // buf.itemsize
     tw = (3 if shape_id == 0 else 2) * vw
     ntiles = ty_n * tx_n
@@ -1051,13 +1154,18 @@ def winograd_tiles(buf, nb, n0, hb, wb, pstride, e0y, e0x, upack, bias, out, gro
     blen = buf.shape[1]
     if (groups_ != groups or (tt != 16 and tt != 9) or copad < og or mr != (4, 6)[shape_id]
             or ptiles % tw != 0 or ptiles < tw or mc < mr or mc % mr != 0 or kc < 1
-            or out.shape[1] != groups * og):
+            or out.shape[1] != groups * og or phases.shape[0] != nph or phases.shape[1] != 6
+            or osy < 1 or osx < 1):
         raise IndexError("winograd_tiles: packed weights or sizes do not match")
-    if ho < 1 or wo < 1 or ry < 0 or rx < 0 or osy < 1 or osx < 1 or e0y < 0 or e0x < 0:
-        raise IndexError("winograd_tiles: bad output phase or input origin")
-    if (ry + (ho - 1) * osy >= out.shape[2] or rx + (wo - 1) * osx >= out.shape[3]
-            or hb < e0y + 2 * ty_n + nin - 2 or wb < e0x + 2 * tx_n + 2 or pstride < hb * wb
-            or groups * cg * pstride > blen or buf.shape[0] < nb or n0 + nb > out.shape[0]
+    for ph in range(nph):
+        ry, rx, ho, wo, e0y, e0x = phases[ph]
+        if (ho < 1 or wo < 1 or ry < 0 or rx < 0 or e0y < 0 or e0x < 0
+                or ry + (ho - 1) * osy >= out.shape[2] or rx + (wo - 1) * osx >= out.shape[3]
+                or ty_n < (ho + 1) // 2 or tx_n < (wo + 1) // 2
+                or hb < e0y + 2 * ty_n + nin - 2 or wb < e0x + 2 * tx_n + 2):
+            raise IndexError("winograd_tiles: a phase outside the output or the planes")
+    if (pstride < hb * wb or groups * cg * pstride + 2 * vw + 2 > blen or buf.shape[0] < nb
+            or n0 + nb > out.shape[0]
             or scratch.shape[0] < nworkers or scratch.shape[1] < vlen + tt * mst
             or bias.shape[0] < groups * og or chk.shape[0] < nworkers * vw):
         raise IndexError("winograd_tiles: buffers too small")
@@ -1068,70 +1176,98 @@ def winograd_tiles(buf, nb, n0, hb, wb, pstride, e0y, e0x, upack, bias, out, gro
     for wkr in prange(nworkers):
         scr = scratch[wkr]
         poffs = np.arange(cg) * ptiles          # V rows of one transformed tap (int64)
+        otmp = np.empty(4 * vw, dtype=scratch.dtype)
         for t in range((total * wkr) // nworkers, (total * (wkr + 1)) // nworkers):
             blk = t % nblocks
             g = t // nblocks
             p0 = blk * ptiles
             np_ = min(ptiles, nb * ntiles - p0)
             ntile = (np_ + tw - 1) // tw
-            # input transform, segment by segment of one tile row
-            for c in range(cg):
-                p = 0
-                while p < np_:
-                    nn, tyy, txx, n = _tile_run(p0 + p, np_ - p, ntiles, tx_n)
-                    cbase = nn * blen + (g * cg + c) * pstride
-                    _wino_in_row(scr, u(c * ptiles + p), vst, bflat,
-                                 u(cbase + (e0y + 2 * tyy) * wb + e0x + 2 * txx), wb, n, nin)
-                    p += n
-                for e in range(tt):
-                    o = e * vst + c * ptiles
-                    for q in range(np_, ntile * tw):
-                        scr[o + q] = 0.0
-            # 16 GEMMs per group of mc output channels, then the output transform
-            for m0 in range(0, copad, mcb):
-                b0 = m0 // mr
-                b1 = min(copad, m0 + mcb) // mr
-                mb0 = vlen
-                for e in range(tt):
-                    # tiles outside the reduction chunks: a tile's accumulators
-                    # (mc x NV*VW) stay in L1/L2 from one chunk to the next
-                    for tile in range(ntile):
-                        for k0 in range(0, cg, kc):
-                            kn = min(kc, cg - k0)
-                            offk = poffs[0:kn]
-                            xoff = e * vst + k0 * ptiles
-                            for bb in range(b0, b1):
-                                aoff = (((g * tt + e) * nblk + bb) * cg + k0) * mr
-                                coff = mb0 + e * mst + (bb - b0) * mr * ptiles + tile * tw
-                                if k0 == 0:
-                                    if shape_id == 0:
-                                        _mk_4x3_set(upack, aoff, scr, xoff + tile * tw, offk,
-                                                    scr, coff, kn, ptiles)
-                                    else:
-                                        _mk_6x2_set(upack, aoff, scr, xoff + tile * tw, offk,
-                                                    scr, coff, kn, ptiles)
-                                else:
-                                    if shape_id == 0:
-                                        _mk_4x3(upack, aoff, scr, xoff + tile * tw, offk, scr,
-                                                coff, kn, ptiles)
-                                    else:
-                                        _mk_6x2(upack, aoff, scr, xoff + tile * tw, offk, scr,
-                                                coff, kn, ptiles)
-                for m in range(m0, min(og, m0 + mcb)):
-                    bv = bias[g * og + m]
-                    p = 0
-                    while p < np_:
-                        nn, tyy, txx, n = _tile_run(p0 + p, np_ - p, ntiles, tx_n)
-                        plane0 = ((n0 + nn) * c_out + g * og + m) * h_out
-                        two_rows = 2 * tyy + 1 < ho
-                        last_full = txx + n < tx_n or wo % 2 == 0
-                        if nin == 4 and osy == 1 and osx == 1 and wo == w_out:
-                            _wino_out_row(scr, u(mb0 + (m - m0) * ptiles + p), mst, oflat,
-                                          u((plane0 + 2 * tyy) * wo + 2 * txx), wo, bv, n,
-                                          two_rows, last_full, chk, u(wkr * vw))
+            for ph in range(nph):
+                ry, rx, ho, wo, e0y, e0x = phases[ph]
+                _wino_inputs(bflat, blen, pstride, wb, e0y, e0x, g, scr, vst, ptiles, p0, np_,
+                             ntile * tw, ntiles, tx_n, nin, tt, cg)
+                for m0 in range(0, copad, mcb):
+                    _wino_gemms(upack[ph], g, scr, poffs, vst, mst, vlen, ptiles, ntile, tw,
+                                m0, mcb, copad, mr, nblk, cg, kc, tt, shape_id)
+                    _wino_outputs(scr, vlen, mst, ptiles, p0, np_, ntiles, tx_n, m0,
+                                  min(og, m0 + mcb), og, g, bias, oflat, n0, c_out, h_out, w_out,
+                                  ry, rx, ho, wo, osy, osx, nin, chk, u(wkr * vw), otmp)
+
+
+@njit(cache=True)
+def _wino_inputs(bflat, blen, pstride, wb, e0y, e0x, g, scr, vst, ptiles, p0, np_, padded,
+                 ntiles, tx_n, nin, tt, cg):
+    """V of one block of tiles (``np_`` from tile ``p0``), zero up to ``padded`` columns."""
+    u = np.uint64
+    for c in range(cg):
+        p = 0
+        while p < np_:
+            nn, tyy, txx, n = _tile_run(p0 + p, np_ - p, ntiles, tx_n)
+            cbase = nn * blen + (g * cg + c) * pstride
+            # vectors may run past a tile row (into later V columns, which the
+            # next run rewrites, or the zeroed tail / the next row's skew line;
+            # reads stay within the image's planes + the checked slack)
+            _wino_in_row(scr, u(c * ptiles + p), vst, bflat,
+                         u(cbase + (e0y + 2 * tyy) * wb + e0x + 2 * txx), wb, n, nin, True)
+            p += n
+        for e in range(tt):
+            o = e * vst + c * ptiles
+            for q in range(np_, padded):
+                scr[o + q] = 0.0
+
+
+@njit(cache=True)
+def _wino_gemms(upack, g, scr, poffs, vst, mst, vlen, ptiles, ntile, tw, m0, mcb, copad, mr,
+                nblk, cg, kc, tt, shape_id):
+    """M[e] (channels m0 .. m0+mcb) = U[e] V[e] for every transformed tap ``e``, by the microkernel."""
+    b0 = m0 // mr
+    b1 = min(copad, m0 + mcb) // mr
+    for e in range(tt):
+        # tiles outside the reduction chunks: a tile's accumulators
+        # (mc x NV*VW) stay in L1/L2 from one chunk to the next
+        for tile in range(ntile):
+            for k0 in range(0, cg, kc):
+                kn = min(kc, cg - k0)
+                offk = poffs[0:kn]
+                xoff = e * vst + k0 * ptiles + tile * tw
+                for bb in range(b0, b1):
+                    aoff = (((g * tt + e) * nblk + bb) * cg + k0) * mr
+                    coff = vlen + e * mst + (bb - b0) * mr * ptiles + tile * tw
+                    if k0 == 0:
+                        if shape_id == 0:
+                            _mk_4x3_set(upack, aoff, scr, xoff, offk, scr, coff, kn, ptiles)
                         else:
-                            _wino_out_strided(scr, u(mb0 + (m - m0) * ptiles + p), mst, oflat,
-                                              u((plane0 + ry + 2 * tyy * osy) * w_out + rx
-                                                + 2 * txx * osx), osy * w_out, osx, bv, n,
-                                              two_rows, last_full, chk, u(wkr * vw), nin)
-                        p += n
+                            _mk_6x2_set(upack, aoff, scr, xoff, offk, scr, coff, kn, ptiles)
+                    elif shape_id == 0:
+                        _mk_4x3(upack, aoff, scr, xoff, offk, scr, coff, kn, ptiles)
+                    else:
+                        _mk_6x2(upack, aoff, scr, xoff, offk, scr, coff, kn, ptiles)
+
+
+@njit(cache=True)
+def _wino_outputs(scr, vlen, mst, ptiles, p0, np_, ntiles, tx_n, m0, m1, og, g, bias, oflat, n0,
+                  c_out, h_out, w_out, ry, rx, ho, wo, osy, osx, nin, chk, c0, otmp):
+    """The output transform of channels ``m0 .. m1`` of a block: the phase's valid outputs only."""
+    u = np.uint64
+    txv = (wo + 1) // 2                      # the phase's own tile columns
+    for m in range(m0, m1):
+        bv = bias[g * og + m]
+        p = 0
+        while p < np_:
+            nn, tyy, txx, n = _tile_run(p0 + p, np_ - p, ntiles, tx_n)
+            nv = min(n, txv - txx)           # tiles inside the phase's outputs
+            if 2 * tyy < ho and nv > 0:
+                plane0 = ((n0 + nn) * c_out + g * og + m) * h_out
+                two_rows = 2 * tyy + 1 < ho
+                last_full = 2 * (txx + nv) <= wo
+                mb = u(vlen + (m - m0) * ptiles + p)
+                if nin == 4 and osy == 1 and osx == 1 and wo == w_out:
+                    _wino_out_row(scr, mb, mst, oflat, u((plane0 + 2 * tyy) * wo + 2 * txx),
+                                  wo, bv, nv, two_rows, last_full, chk, c0)
+                else:
+                    _wino_out_strided(scr, mb, mst, oflat,
+                                      u((plane0 + ry + 2 * tyy * osy) * w_out + rx
+                                        + 2 * txx * osx), osy * w_out, osx, bv, nv,
+                                      two_rows, last_full, chk, c0, nin, otmp)
+            p += n

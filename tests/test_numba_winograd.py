@@ -155,12 +155,16 @@ def test_winograd_tiles_refuses_short_buffers(rng):
     bias = np.zeros(4, np.float32)
     good = np.zeros((1, wp.scratch_len(4, 4)), np.float32)
     chk = np.zeros(8, np.float32)
-    args = [buf, 1, 0, wp.hb, wp.wb, wp.pstride, 0, 0, upack, bias, out, 1, 10, 10, 0, 0, 1, 1,
+    phases = np.array([[0, 0, 10, 10, 0, 0]], dtype=np.int64)
+    args = [buf, 1, 0, wp.hb, wp.wb, wp.pstride, phases, upack[None], bias, out, 1, 1, 1, 5, 5,
             wp.ptiles, wp.kc, wp.mc, wp.shape_id, 1, good, chk]
     k.winograd_tiles(*args)    # the right sizes run
-    for i, bad in [(23, good[:, :-1]), (0, buf[:, :-1]), (8, upack[:, :15]),
-                   (24, chk[:4]), (3, wp.hb - 1), (18, wp.ptiles + 1), (6, 1), (7, 1),
-                   (12, 11), (13, 11), (14, 1), (16, 2)]:
+    bad_phases = [np.array([row], dtype=np.int64) for row in
+                  ([0, 0, 11, 10, 0, 0], [0, 0, 10, 11, 0, 0], [1, 0, 10, 10, 0, 0],
+                   [0, 0, 10, 10, 1, 0], [0, 0, 10, 10, 0, 1], [0, 0, 0, 10, 0, 0])]
+    for i, bad in ([(20, good[:, :-1]), (0, buf[:, :-1]), (7, upack[None, :, :15]),
+                    (21, chk[:4]), (3, wp.hb - 1), (15, wp.ptiles + 1), (11, 2), (13, 4),
+                    (6, np.zeros((2, 6), np.int64))] + [(6, ph) for ph in bad_phases]):
         wrong = list(args)
         wrong[i] = bad
         with pytest.raises(IndexError):

@@ -165,7 +165,7 @@ _PLANS_MAX = 256
 def _tunables() -> tuple:
     return (PACKED, PACK_L1_BYTES, PACK_L2_BYTES, C_PACKED_BYTES, PACK_COST_BLOCKS, B_L1_BYTES,
             A_L2_BYTES, C_L2_BYTES, PAD_PLANES, WINO_MAX_TILES, WINO_MC, WINO_B_L1_BYTES,
-            WINO_TASK_COST_TILES)
+            WINO_TASK_COST_TILES, WINO_MAX_TILES_PHASED)
 
 
 def _cached(kind, build, p, itemsize, threads, cap):
@@ -456,10 +456,20 @@ def run_transposed(kernels, conv_kernels, x, weight, b, out, p, tp: TransposedPl
 #: Tiles (2x2 outputs each) per Winograd task at most: ``V`` (16 x Cg x tiles)
 #: and ``M`` (16 x mc x tiles) are a worker's scratch, through L2/L3.
 WINO_MAX_TILES = 96
+#: Elements after an image's planes (zeroed) that the input transform may read:
+#: it runs whole vectors of tiles past a tile row's end (the extra V columns
+#: are overwritten by the next run or ignored), reading at most 2*VW+2 past the
+#: last row (VW <= 8).  DCGAN-like phases (14 tiles a row: one vector and a
+#: scalar tail of 6), one phase on one core: input transform 0.86 -> 0.52 ms.
+WINO_SLACK = 18
 #: A task's stream of all the transformed weights (16 x Cg x Og, from L3),
 #: in tiles of GEMM work: 64 bytes per 32 flops per channel pair, i.e.
 #: 2 x 80 GFLOP/s / 20 GB/s = 8 tiles whatever the channel counts.
 WINO_TASK_COST_TILES = 8
+#: Tiles per task when a task runs every output phase of a transposed
+#: convolution (V and M of one phase, and the block's outputs of all phases,
+#: in L2).
+WINO_MAX_TILES_PHASED = 48
 #: Output channels per Winograd GEMM group (``M`` holds 16 x mc x tiles).
 WINO_MC = 256
 #: A Winograd GEMM's B panel (``kc`` channels x NV*VW tiles of one transformed
@@ -509,7 +519,7 @@ def _plan_winograd(p, itemsize: int, threads: int, cap: int) -> WinogradPlan | N
     ty, tx = -(-p.h_out // 2), -(-p.w_out // 2)
     hb, wb = 2 * ty + 2, 2 * tx + 2
     pstride = _plane_stride(hb, wb, itemsize)
-    blen = p.c_in * pstride
+    blen = p.c_in * pstride + WINO_SLACK
     if blen * itemsize > cap:
         return None
     images = max(1, min(p.n, cap // (blen * itemsize)))
@@ -523,15 +533,16 @@ def _plan_winograd(p, itemsize: int, threads: int, cap: int) -> WinogradPlan | N
                         images_per_chunk=images)
 
 
-def _wino_ptiles(tiles: int, groups: int, threads: int, tile: int) -> int:
-    """Tiles per Winograd task out of ``tiles`` per group (a multiple of ``tile``)."""
+def _wino_ptiles(tiles: int, groups: int, threads: int, tile: int, most: int | None = None) -> int:
+    """Tiles per Winograd task out of ``tiles`` per group (a multiple of ``tile``, at most ``most``)."""
+    most = WINO_MAX_TILES if most is None else most
     # tiles per task (blocks may span images), up to WINO_MAX_TILES: the block
     # that leaves the busiest thread the least work, counting every task's
     # stream of all the transformed weights as WINO_TASK_COST_TILES tiles
     # (VGG-16 conv3_2, 784 tiles on 2 threads: 96 a task puts 5 of 9 tasks
     # on one thread, 80 puts 5 of 10)
     best = None
-    for cand in range(tile, max(tile, WINO_MAX_TILES) + 1, tile):
+    for cand in range(tile, max(tile, most) + 1, tile):
         tasks = groups * -(-tiles // cand)
         key = (-(-tasks // threads) * (cand + WINO_TASK_COST_TILES), -cand)
         best = key if best is None else min(best, key)
@@ -558,6 +569,7 @@ def run_winograd(kernels, x, weight, b, out, p, wp: WinogradPlan, rmap, cmap, th
     ntiles = -(-p.h_out // 2) * -(-p.w_out // 2)
     vw = vector_width(x.dtype.itemsize)
     chk = np.zeros(threads * vw, dtype=x.dtype)
+    phases = np.array([[0, 0, p.h_out, p.w_out, 0, 0]], dtype=np.int64)
     for n0 in range(0, p.n, images):
         nb = min(images, p.n - n0)
         tasks = g * -(-nb * ntiles // wp.ptiles)
@@ -565,9 +577,9 @@ def run_winograd(kernels, x, weight, b, out, p, wp: WinogradPlan, rmap, cmap, th
         kernels.phase_planes(x, n0, nb, rmap, cmap, p.padding[2], 1, 1, wp.hb, wp.wb,
                              wp.pstride, buf)
         scratch = workspace("winograd_scratch", (nworkers, wp.scratch_len(cg, x.dtype.itemsize)), x.dtype)
-        kernels.winograd_tiles(buf, nb, n0, wp.hb, wp.wb, wp.pstride, 0, 0, upack, b, out, g,
-                               p.h_out, p.w_out, 0, 0, 1, 1, wp.ptiles, wp.kc, wp.mc,
-                               wp.shape_id, nworkers, scratch, chk)
+        kernels.winograd_tiles(buf, nb, n0, wp.hb, wp.wb, wp.pstride, phases, upack[None], b,
+                               out, g, 1, 1, -(-p.h_out // 2), -(-p.w_out // 2), wp.ptiles,
+                               wp.kc, wp.mc, wp.shape_id, nworkers, scratch, chk)
     return not np.isnan(chk).any()
 
 
@@ -586,7 +598,11 @@ class WinogradTransposedPlan:
     pstride: int
     blen: int
     images_per_chunk: int
-    phases: tuple      # (ry, rx, rows, cols, e0y, e0x, (i taps), (j taps), ptiles)
+    phases: tuple      # (ry, rx, rows, cols, e0y, e0x, (i taps), (j taps))
+    table: np.ndarray  # (phases, 6) int64: (ry, rx, rows, cols, e0y, e0x), for the kernel
+    ty: int            # tile grid (rows, columns) of every phase
+    tx: int
+    ptiles: int
     shape_id: int
     mr: int
     tile: int
@@ -596,8 +612,8 @@ class WinogradTransposedPlan:
 
     def scratch_len(self, cg: int, itemsize: int) -> int:
         line = 64 // itemsize
-        ptiles = max(ph[8] for ph in self.phases)
-        return 9 * (cg * ptiles + line) + 9 * (min(self.mc, self.nblk * self.mr) * ptiles + line)
+        return 9 * (cg * self.ptiles + line) + 9 * (min(self.mc, self.nblk * self.mr)
+                                                     * self.ptiles + line)
 
 
 def _two_tap_phases(phases) -> bool:
@@ -632,29 +648,32 @@ def _plan_winograd_transposed(p, itemsize: int, threads: int, cap: int):
     yph, top, hq = _transposed_axis(p.h, p.h_out, p.kh, 1, ph, sh)
     xph, left, wq = _transposed_axis(p.w, p.w_out, p.kw, 1, pw, sw)
     shape_id, mr, tile, nblk = _register_block(og, itemsize, 64)
-    raw, hb, wb = [], hq, wq
+    phases = []
     for ry, (rows, ytaps) in enumerate(yph):
         for rx, (cols, xtaps) in enumerate(xph):
             if rows == 0 or cols == 0:
                 continue
             ytaps, xtaps = sorted(ytaps, key=lambda te: te[1]), sorted(xtaps, key=lambda te: te[1])
-            e0y, e0x = top + ytaps[0][1], left + xtaps[0][1]
-            hb = max(hb, e0y + 2 * -(-rows // 2) + 1)
-            wb = max(wb, e0x + 2 * -(-cols // 2) + 2)
-            raw.append((ry, rx, rows, cols, e0y, e0x, tuple(t for t, _ in ytaps),
-                        tuple(t for t, _ in xtaps)))
+            phases.append((ry, rx, rows, cols, top + ytaps[0][1], left + xtaps[0][1],
+                           tuple(t for t, _ in ytaps), tuple(t for t, _ in xtaps)))
+    # one tile grid for all phases (each writes only its own outputs)
+    ty = max(-(-ph_[2] // 2) for ph_ in phases)
+    tx = max(-(-ph_[3] // 2) for ph_ in phases)
+    hb = max([hq] + [ph_[4] + 2 * ty + 1 for ph_ in phases])
+    wb = max([wq] + [ph_[5] + 2 * tx + 2 for ph_ in phases])
     pstride = _plane_stride(hb, wb, itemsize)
-    blen = p.c_in * pstride
+    blen = p.c_in * pstride + WINO_SLACK
     if blen * itemsize > cap:
         return None
     images = max(1, min(p.n, cap // (blen * itemsize)))
-    phases = tuple(ph_ + (_wino_ptiles(images * -(-ph_[2] // 2) * -(-ph_[3] // 2), p.groups,
-                                       threads, tile),) for ph_ in raw)
+    ptiles = _wino_ptiles(images * ty * tx, p.groups, threads, tile, WINO_MAX_TILES_PHASED)
     kc = max(1, min(cg, WINO_B_L1_BYTES // (tile * itemsize)))
     mc = max(mr, min(nblk * mr, WINO_MC) // mr * mr)
+    table = np.array([ph_[:6] for ph_ in phases], dtype=np.int64)
     return WinogradTransposedPlan(hb=hb, wb=wb, top=top, left=left, pstride=pstride, blen=blen,
-                                  images_per_chunk=images, phases=phases, shape_id=shape_id,
-                                  mr=mr, tile=tile, nblk=nblk, kc=kc, mc=mc)
+                                  images_per_chunk=images, phases=tuple(phases), table=table,
+                                  ty=ty, tx=tx, ptiles=ptiles, shape_id=shape_id, mr=mr,
+                                  tile=tile, nblk=nblk, kc=kc, mc=mc)
 
 
 def run_winograd_transposed(kernels, conv_kernels, x, weight, b, out, p,
@@ -666,12 +685,10 @@ def run_winograd_transposed(kernels, conv_kernels, x, weight, b, out, p,
     g, cg, og = p.groups, p.c_in // p.groups, p.c_out // p.groups
     # wg[g, o, c, i, j] = weight[g*Cg + c, o, i, j]
     wg = weight.reshape(g, cg, og, p.kh, p.kw).transpose(0, 2, 1, 3, 4)
-    packs = []
-    for ry, rx, rows, cols, e0y, e0x, ti, tj, ptiles in wp.phases:
+    upack = np.empty((len(wp.phases), g, 9, wp.nblk, cg, wp.mr), dtype=x.dtype)
+    for i, (ry, rx, rows, cols, e0y, e0x, ti, tj) in enumerate(wp.phases):
         wk = np.ascontiguousarray(wg[:, :, :, list(ti)][:, :, :, :, list(tj)])
-        upack = np.empty((g, 9, wp.nblk, cg, wp.mr), dtype=x.dtype)
-        kernels.winograd_weights(wk, wp.nblk, wp.mr, upack)
-        packs.append(upack)
+        kernels.winograd_weights(wk, wp.nblk, wp.mr, upack[i])
     rmap = conv_kernels.padding_index_map(p.h, wp.top, wp.hb - p.h - wp.top, "zeros")
     cmap = conv_kernels.padding_index_map(p.w, wp.left, wp.wb - p.w - wp.left, "zeros")
     images = wp.images_per_chunk
@@ -682,12 +699,10 @@ def run_winograd_transposed(kernels, conv_kernels, x, weight, b, out, p,
         nb = min(images, p.n - n0)
         kernels.phase_planes(x, n0, nb, rmap, cmap, wp.left, 1, 1, wp.hb, wp.wb, wp.pstride,
                              buf)
-        for (ry, rx, rows, cols, e0y, e0x, _, _, ptiles), upack in zip(wp.phases, packs):
-            ntiles = -(-rows // 2) * -(-cols // 2)
-            nworkers = max(1, min(threads, g * -(-nb * ntiles // ptiles)))
-            scratch = workspace("winograd_scratch",
-                                (nworkers, wp.scratch_len(cg, x.dtype.itemsize)), x.dtype)
-            kernels.winograd_tiles(buf, nb, n0, wp.hb, wp.wb, wp.pstride, e0y, e0x, upack, b,
-                                   out, g, rows, cols, ry, rx, sh, sw, ptiles, wp.kc, wp.mc,
-                                   wp.shape_id, nworkers, scratch, chk)
+        nworkers = max(1, min(threads, g * -(-nb * wp.ty * wp.tx // wp.ptiles)))
+        scratch = workspace("winograd_scratch",
+                            (nworkers, wp.scratch_len(cg, x.dtype.itemsize)), x.dtype)
+        kernels.winograd_tiles(buf, nb, n0, wp.hb, wp.wb, wp.pstride, wp.table, upack, b, out,
+                               g, sh, sw, wp.ty, wp.tx, wp.ptiles, wp.kc, wp.mc, wp.shape_id,
+                               nworkers, scratch, chk)
     return not np.isnan(chk).any()
