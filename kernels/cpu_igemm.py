@@ -1091,7 +1091,7 @@ def _tile_run(t, left, ntiles, tx_n):
 
 @njit(parallel=True, cache=True)
 def winograd_tiles(buf, nb, n0, hb, wb, pstride, phases, upack, bias, out, groups, osy, osx,
-                   ty_n, tx_n, ptiles, kc, mc, shape_id, nworkers, scratch, chk):
+                   ty_n, tx_n, ptiles, kc, mc, shape_id, nworkers, scratch, chk, pair):
     """out[n0+nn, g*Og + o, ry + oy*osy, rx + ox*osx] = bias + (phase's convolution of image nn), by Winograd.
 
     3x3 weights (``upack[ph]`` of (G, 16, nblk, Cg, MR)): F(2x2, 3x3); 2x2
@@ -1127,7 +1127,10 @@ def winograd_tiles(buf, nb, n0, hb, wb, pstride, phases, upack, bias, out, group
     strided phases of a transposed convolution then fill the block's output
     lines while they are in cache (each phase alone touched every line of the
     output once more).  Scratch per worker: ``T*(Cg*ptiles + L) + T*(mc*ptiles + L)``
-    (L: one 64-byte line of skew per transformed tap).
+    (L: one 64-byte line of skew per transformed tap), twice that with ``pair``: phases
+    ``2k`` and ``2k+1`` are the column phases 0 and 1 of one row phase (``osx = 2``),
+    whose whole tiles are stored together, four consecutive outputs per tile and row
+    (one phase alone can only store every other element).
 
     FLOPs: 2*T*Co_pad*Cg per tile (the direct form's 2*4*9 or 2*4*4: 2.25x or
     1.78x fewer) + ~32 additions per tile and channel in, ~24 out.  Bytes: the
@@ -1166,9 +1169,19 @@ def winograd_tiles(buf, nb, n0, hb, wb, pstride, phases, upack, bias, out, group
             raise IndexError("winograd_tiles: a phase outside the output or the planes")
     if (pstride < hb * wb or groups * cg * pstride + 2 * vw + 2 > blen or buf.shape[0] < nb
             or n0 + nb > out.shape[0]
-            or scratch.shape[0] < nworkers or scratch.shape[1] < vlen + tt * mst
+            or scratch.shape[0] < nworkers
+            or scratch.shape[1] < (vlen + tt * mst) * (2 if pair else 1)
             or bias.shape[0] < groups * og or chk.shape[0] < nworkers * vw):
         raise IndexError("winograd_tiles: buffers too small")
+    if pair:
+        if nph % 2 != 0 or osx != 2:
+            raise IndexError("winograd_tiles: pairs need an even number of phases, osx = 2")
+        for ph in range(0, nph, 2):
+            if (phases[ph, 0] != phases[ph + 1, 0] or phases[ph, 1] != 0
+                    or phases[ph + 1, 1] != 1 or phases[ph, 2] != phases[ph + 1, 2]
+                    or phases[ph, 3] != phases[ph + 1, 3]):
+                raise IndexError("winograd_tiles: phases 2k, 2k+1 are not a column pair")
+    sl = vlen + tt * mst
     u = np.uint64
     bflat = buf.reshape(buf.shape[0] * blen)
     oflat = out.reshape(out.size)
@@ -1177,12 +1190,33 @@ def winograd_tiles(buf, nb, n0, hb, wb, pstride, phases, upack, bias, out, group
         scr = scratch[wkr]
         poffs = np.arange(cg) * ptiles          # V rows of one transformed tap (int64)
         otmp = np.empty(4 * vw, dtype=scratch.dtype)
+        otmp1 = np.empty(4 * vw, dtype=scratch.dtype)
         for t in range((total * wkr) // nworkers, (total * (wkr + 1)) // nworkers):
             blk = t % nblocks
             g = t // nblocks
             p0 = blk * ptiles
             np_ = min(ptiles, nb * ntiles - p0)
             ntile = (np_ + tw - 1) // tw
+            if pair:
+                s0 = scr[0:sl]
+                s1 = scr[sl:2 * sl]
+                for ph in range(0, nph, 2):
+                    ry, _, ho, wo, e0y, e0x = phases[ph]
+                    _wino_inputs(bflat, blen, pstride, wb, e0y, e0x, g, s0, vst, ptiles, p0,
+                                 np_, ntile * tw, ntiles, tx_n, nin, tt, cg)
+                    _, _, _, _, e1y, e1x = phases[ph + 1]
+                    _wino_inputs(bflat, blen, pstride, wb, e1y, e1x, g, s1, vst, ptiles, p0,
+                                 np_, ntile * tw, ntiles, tx_n, nin, tt, cg)
+                    for m0 in range(0, copad, mcb):
+                        _wino_gemms(upack[ph], g, s0, poffs, vst, mst, vlen, ptiles, ntile, tw,
+                                    m0, mcb, copad, mr, nblk, cg, kc, tt, shape_id)
+                        _wino_gemms(upack[ph + 1], g, s1, poffs, vst, mst, vlen, ptiles, ntile,
+                                    tw, m0, mcb, copad, mr, nblk, cg, kc, tt, shape_id)
+                        _wino_outputs_pair(s0, s1, vlen, mst, ptiles, p0, np_, ntiles, tx_n, m0,
+                                           min(og, m0 + mcb), og, g, bias, oflat, n0, c_out,
+                                           h_out, w_out, ry, ho, wo, osy, nin, chk,
+                                           u(wkr * vw), otmp, otmp1)
+                continue
             for ph in range(nph):
                 ry, rx, ho, wo, e0y, e0x = phases[ph]
                 _wino_inputs(bflat, blen, pstride, wb, e0y, e0x, g, scr, vst, ptiles, p0, np_,
@@ -1193,6 +1227,54 @@ def winograd_tiles(buf, nb, n0, hb, wb, pstride, phases, upack, bias, out, group
                     _wino_outputs(scr, vlen, mst, ptiles, p0, np_, ntiles, tx_n, m0,
                                   min(og, m0 + mcb), og, g, bias, oflat, n0, c_out, h_out, w_out,
                                   ry, rx, ho, wo, osy, osx, nin, chk, u(wkr * vw), otmp)
+
+
+@njit(cache=True)
+def _wino_outputs_pair(s0, s1, vlen, mst, ptiles, p0, np_, ntiles, tx_n, m0, m1, og, g, bias,
+                       oflat, n0, c_out, h_out, w_out, ry, ho, wo, osy, nin, chk, c0, t0, t1):
+    """:func:`_wino_outputs` for column phases 0 (``s0``) and 1 (``s1``) of row phase ``ry``
+    (``osx = 2``): whole tiles with both rows as four consecutive outputs per tile and row
+    (``out[.., 4tx + 2j + rx]``), the rest element by element."""
+    u = np.uint64
+    vw = 32 // oflat.itemsize
+    txv = (wo + 1) // 2
+    for m in range(m0, m1):
+        bv = bias[g * og + m]
+        p = 0
+        while p < np_:
+            nn, tyy, txx, n = _tile_run(p0 + p, np_ - p, ntiles, tx_n)
+            nv = min(n, txv - txx)
+            if 2 * tyy < ho and nv > 0:
+                plane0 = ((n0 + nn) * c_out + g * og + m) * h_out
+                two_rows = 2 * tyy + 1 < ho
+                last_full = 2 * (txx + nv) <= wo
+                mb = u(vlen + (m - m0) * ptiles + p)
+                nf = nv if last_full else nv - 1
+                q0 = 0
+                while two_rows and q0 + vw <= nf:
+                    if nin == 4:
+                        _wino_out_tmp(s0, mb + u(q0), mst, t0, bv, chk, c0)
+                        _wino_out_tmp(s1, mb + u(q0), mst, t1, bv, chk, c0)
+                    else:
+                        _wino22_out_tmp(s0, mb + u(q0), mst, t0, bv, chk, c0)
+                        _wino22_out_tmp(s1, mb + u(q0), mst, t1, bv, chk, c0)
+                    for i in range(2):
+                        base = u((plane0 + ry + (2 * tyy + i) * osy) * w_out + 4 * (txx + q0))
+                        a = 2 * i * vw
+                        for q in range(vw):
+                            o = base + u(4 * q)
+                            oflat[o] = t0[a + q]
+                            oflat[o + u(1)] = t1[a + q]
+                            oflat[o + u(2)] = t0[a + vw + q]
+                            oflat[o + u(3)] = t1[a + vw + q]
+                    q0 += vw
+                if q0 < nv:
+                    d0 = (plane0 + ry + 2 * tyy * osy) * w_out + 4 * (txx + q0)
+                    _wino_out_strided(s0, mb + u(q0), mst, oflat, u(d0), osy * w_out, 2, bv,
+                                      nv - q0, two_rows, last_full, chk, c0, nin, t0)
+                    _wino_out_strided(s1, mb + u(q0), mst, oflat, u(d0 + 1), osy * w_out, 2, bv,
+                                      nv - q0, two_rows, last_full, chk, c0, nin, t0)
+            p += n
 
 
 @njit(cache=True)

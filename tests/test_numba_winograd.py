@@ -157,14 +157,15 @@ def test_winograd_tiles_refuses_short_buffers(rng):
     chk = np.zeros(8, np.float32)
     phases = np.array([[0, 0, 10, 10, 0, 0]], dtype=np.int64)
     args = [buf, 1, 0, wp.hb, wp.wb, wp.pstride, phases, upack[None], bias, out, 1, 1, 1, 5, 5,
-            wp.ptiles, wp.kc, wp.mc, wp.shape_id, 1, good, chk]
+            wp.ptiles, wp.kc, wp.mc, wp.shape_id, 1, good, chk, False]
     k.winograd_tiles(*args)    # the right sizes run
     bad_phases = [np.array([row], dtype=np.int64) for row in
                   ([0, 0, 11, 10, 0, 0], [0, 0, 10, 11, 0, 0], [1, 0, 10, 10, 0, 0],
                    [0, 0, 10, 10, 1, 0], [0, 0, 10, 10, 0, 1], [0, 0, 0, 10, 0, 0])]
     for i, bad in ([(20, good[:, :-1]), (0, buf[:, :-1]), (7, upack[None, :, :15]),
                     (21, chk[:4]), (3, wp.hb - 1), (15, wp.ptiles + 1), (11, 2), (13, 4),
-                    (6, np.zeros((2, 6), np.int64))] + [(6, ph) for ph in bad_phases]):
+                    (6, np.zeros((2, 6), np.int64)), (22, True)]
+                   + [(6, ph) for ph in bad_phases]):
         wrong = list(args)
         wrong[i] = bad
         with pytest.raises(IndexError):
@@ -251,3 +252,18 @@ def test_transposed_winograd_non_finite_and_refusals(rng):
         p = fc.plan("conv_transpose2d", x, np.ones(ws, np.float32), backend="numpy", **kw)[0]
         reason = impl.unsupported_reason(p)
         assert reason is not None and "2x2 taps" in reason, (ws, kw)
+
+
+@pytest.mark.parametrize("xs,ws,kw", [TRANSPOSED[0], TRANSPOSED[5], TRANSPOSED[3]])
+def test_transposed_winograd_column_pairs_store_what_single_phases_store(rng, monkeypatch, xs,
+                                                                         ws, kw):
+    """Stride 2: column phases stored together (vector path and element tails) or one by one."""
+    x = random_array(rng, xs, "float32")
+    w = random_array(rng, ws, "float32")
+    p = fc.plan("conv_transpose2d", x, w, backend="numpy", **kw)[0]
+    assert numba_igemm.plan_winograd_transposed(p, 4, 2, 1 << 30).pair
+    paired = fc.conv_transpose2d(x, w, backend="numba", algorithm="winograd", **kw)
+    monkeypatch.setattr(numba_igemm, "WINO_PAIR_PHASES", False)
+    assert not numba_igemm.plan_winograd_transposed(p, 4, 2, 1 << 30).pair
+    single = fc.conv_transpose2d(x, w, backend="numba", algorithm="winograd", **kw)
+    np.testing.assert_array_equal(paired, single)

@@ -821,7 +821,10 @@ def choose_conv_transpose2d(p) -> str:
     DCGAN-like layer it saves 44 % of the multiply-adds but measured 8.8 ms
     against 6.6 for direct in the 2-thread suite run of 2026-11-23 (one
     core, alone: 14.0 vs 15.5); its one-element strided stores of four
-    interleaved phases cost what the GEMMs save.
+    interleaved phases cost what the GEMMs save.  Storing the two column
+    phases together (``WINO_PAIR_PHASES``) brought it to parity, not past:
+    2 threads, one process, medians of 15: 8.2 ms against 9.3 unpaired and
+    8.3 for direct.
     """
     cg = p.c_in // p.groups
     if cg < 8 or p.kh * p.kw > p.stride[0] * p.stride[1]:

@@ -165,7 +165,7 @@ _PLANS_MAX = 256
 def _tunables() -> tuple:
     return (PACKED, PACK_L1_BYTES, PACK_L2_BYTES, C_PACKED_BYTES, PACK_COST_BLOCKS, B_L1_BYTES,
             A_L2_BYTES, C_L2_BYTES, PAD_PLANES, WINO_MAX_TILES, WINO_MC, WINO_B_L1_BYTES,
-            WINO_TASK_COST_TILES, WINO_MAX_TILES_PHASED)
+            WINO_TASK_COST_TILES, WINO_MAX_TILES_PHASED, WINO_PAIR_PHASES)
 
 
 def _cached(kind, build, p, itemsize, threads, cap):
@@ -470,6 +470,9 @@ WINO_TASK_COST_TILES = 8
 #: convolution (V and M of one phase, and the block's outputs of all phases,
 #: in L2).
 WINO_MAX_TILES_PHASED = 48
+#: Store the two column phases of a stride-2 transposed convolution together
+#: (four consecutive outputs per tile and row instead of every other one).
+WINO_PAIR_PHASES = True
 #: Output channels per Winograd GEMM group (``M`` holds 16 x mc x tiles).
 WINO_MC = 256
 #: A Winograd GEMM's B panel (``kc`` channels x NV*VW tiles of one transformed
@@ -579,7 +582,7 @@ def run_winograd(kernels, x, weight, b, out, p, wp: WinogradPlan, rmap, cmap, th
         scratch = workspace("winograd_scratch", (nworkers, wp.scratch_len(cg, x.dtype.itemsize)), x.dtype)
         kernels.winograd_tiles(buf, nb, n0, wp.hb, wp.wb, wp.pstride, phases, upack[None], b,
                                out, g, 1, 1, -(-p.h_out // 2), -(-p.w_out // 2), wp.ptiles,
-                               wp.kc, wp.mc, wp.shape_id, nworkers, scratch, chk)
+                               wp.kc, wp.mc, wp.shape_id, nworkers, scratch, chk, False)
     return not np.isnan(chk).any()
 
 
@@ -603,6 +606,7 @@ class WinogradTransposedPlan:
     ty: int            # tile grid (rows, columns) of every phase
     tx: int
     ptiles: int
+    pair: bool         # phases 2k, 2k+1 are column phases 0, 1 of one row phase (stride 2)
     shape_id: int
     mr: int
     tile: int
@@ -612,8 +616,9 @@ class WinogradTransposedPlan:
 
     def scratch_len(self, cg: int, itemsize: int) -> int:
         line = 64 // itemsize
-        return 9 * (cg * self.ptiles + line) + 9 * (min(self.mc, self.nblk * self.mr)
-                                                     * self.ptiles + line)
+        one = 9 * (cg * self.ptiles + line) + 9 * (min(self.mc, self.nblk * self.mr)
+                                                    * self.ptiles + line)
+        return 2 * one if self.pair else one
 
 
 def _two_tap_phases(phases) -> bool:
@@ -670,9 +675,13 @@ def _plan_winograd_transposed(p, itemsize: int, threads: int, cap: int):
     kc = max(1, min(cg, WINO_B_L1_BYTES // (tile * itemsize)))
     mc = max(mr, min(nblk * mr, WINO_MC) // mr * mr)
     table = np.array([ph_[:6] for ph_ in phases], dtype=np.int64)
+    # stride 2 across: the two column phases of each row phase store together
+    pair = (WINO_PAIR_PHASES and sw == 2 and len(phases) % 2 == 0 and all(
+        a[0] == b[0] and (a[1], b[1]) == (0, 1) and a[2:4] == b[2:4]
+        for a, b in zip(phases[::2], phases[1::2])))
     return WinogradTransposedPlan(hb=hb, wb=wb, top=top, left=left, pstride=pstride, blen=blen,
                                   images_per_chunk=images, phases=tuple(phases), table=table,
-                                  ty=ty, tx=tx, ptiles=ptiles, shape_id=shape_id, mr=mr,
+                                  ty=ty, tx=tx, ptiles=ptiles, pair=pair, shape_id=shape_id, mr=mr,
                                   tile=tile, nblk=nblk, kc=kc, mc=mc)
 
 
@@ -704,5 +713,5 @@ def run_winograd_transposed(kernels, conv_kernels, x, weight, b, out, p,
                             (nworkers, wp.scratch_len(cg, x.dtype.itemsize)), x.dtype)
         kernels.winograd_tiles(buf, nb, n0, wp.hb, wp.wb, wp.pstride, wp.table, upack, b, out,
                                g, sh, sw, wp.ty, wp.tx, wp.ptiles, wp.kc, wp.mc, wp.shape_id,
-                               nworkers, scratch, chk)
+                               nworkers, scratch, chk, wp.pair)
     return not np.isnan(chk).any()
