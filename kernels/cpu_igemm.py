@@ -678,8 +678,8 @@ def _make_wino_in(n: int = 4):
     de-interleaved into the tiles' columns by shuffles: LLVM's loop vectorizer
     left the scalar loop alone (n*n store streams need too many run-time
     alias checks).  Reads ``x[src .. src + (n-1)*wb + 2*VW + 1]``.  No bounds
-    checks (the caller's job).  The operations are those of :func:`_bt4` /
-    :func:`_bt3` in the same order (scalar tails give identical results).
+    checks (the caller's job).  ``B^T``: F(2x2, 3x3) ``[[1,0,-1,0],[0,1,1,0],
+    [0,-1,1,0],[0,1,0,-1]]``, F(2x2, 2x2) ``[[1,-1,0],[0,1,0],[0,-1,1]]``.
     """
 
     def typer(typingctx, x, src, wb, v, vb, vst):
@@ -704,7 +704,7 @@ def _make_wino_in(n: int = 4):
                                                     vptr), align=esz)
             sub, add = builder.fsub, builder.fadd
 
-            def bt(a):   # _bt4 / _bt3
+            def bt(a):   # B^T a, one dimension
                 if n == 4:
                     return (sub(a[0], a[2]), add(a[1], a[2]), sub(a[2], a[1]), sub(a[1], a[3]))
                 return (sub(a[0], a[1]), a[1], sub(a[2], a[1]))
@@ -864,71 +864,21 @@ _wino_out_vec = _make_wino_out()
 
 
 @njit(cache=True)
-def _wino_in_row(v, vb, cgp, bflat, src, wb, n, nin, run_over):
+def _wino_in_row(v, vb, cgp, bflat, src, wb, n, nin):
     """V rows of one tile row segment: ``n`` tiles, the first at ``src`` (top-left input).
 
-    ``nin``: 4 for F(2x2, 3x3), 3 for F(2x2, 2x2) (:func:`_wino22_in_tail`).
-    ``run_over``: the last vector may run past the segment (reading up to
-    2*VW+1 elements past the segment's last window and writing up to VW-1 V
-    columns past it: the caller overwrites or ignores them); else a scalar tail.
+    ``nin``: 4 for F(2x2, 3x3), 3 for F(2x2, 2x2).  Whole vectors of VW tiles,
+    the last one running past the segment: it reads up to 2*VW+1 elements past
+    the segment's last window and writes up to VW-1 V columns past it, which
+    the caller rewrites (the next segment) or ignores (see winograd_tiles).
     """
     u = np.uint64
     vw = 32 // bflat.itemsize
-    q0 = 0
-    # whole vectors, the last one past the segment's end where the caller allows it
-    # (``n`` beyond the segment: see winograd_tiles)
-    while q0 + vw <= n or (q0 < n and run_over):
+    for q0 in range(0, n, vw):
         if nin == 4:
             _wino_in_vec(bflat, src + u(2 * q0), wb, v, vb + u(q0), cgp)
         else:
             _wino22_in_vec(bflat, src + u(2 * q0), wb, v, vb + u(q0), cgp)
-        q0 += vw
-    if q0 >= n:
-        return
-    if nin == 3:
-        _wino22_in_tail(v, vb, cgp, bflat, src, wb, q0, n)
-        return
-    w1, w2, w3 = u(wb), u(2 * wb), u(3 * wb)
-    for q in range(q0, n):
-        # the scalar form of _wino_in_vec, operation for operation
-        s = src + u(2 * q)
-        c0 = _bt4(bflat[s], bflat[s + w1], bflat[s + w2], bflat[s + w3])
-        s += u(1)
-        c1 = _bt4(bflat[s], bflat[s + w1], bflat[s + w2], bflat[s + w3])
-        s += u(1)
-        c2 = _bt4(bflat[s], bflat[s + w1], bflat[s + w2], bflat[s + w3])
-        s += u(1)
-        c3 = _bt4(bflat[s], bflat[s + w1], bflat[s + w2], bflat[s + w3])
-        o = vb + u(q)
-        for r in range(4):
-            row = _bt4(c0[r], c1[r], c2[r], c3[r])
-            for j in range(4):
-                v[o + u((4 * r + j) * cgp)] = row[j]
-
-
-@njit(cache=True)
-def _wino22_in_tail(v, vb, cgp, bflat, src, wb, q0, n):
-    """The scalar form of ``_wino22_in_vec`` for tiles ``q0 .. n`` of a segment."""
-    u = np.uint64
-    w1, w2 = u(wb), u(2 * wb)
-    for q in range(q0, n):
-        s = src + u(2 * q)
-        c0 = _bt3(bflat[s], bflat[s + w1], bflat[s + w2])
-        s += u(1)
-        c1 = _bt3(bflat[s], bflat[s + w1], bflat[s + w2])
-        s += u(1)
-        c2 = _bt3(bflat[s], bflat[s + w1], bflat[s + w2])
-        o = vb + u(q)
-        for r in range(3):
-            row = _bt3(c0[r], c1[r], c2[r])
-            for j in range(3):
-                v[o + u((3 * r + j) * cgp)] = row[j]
-
-
-@njit(cache=True)
-def _bt3(a0, a1, a2):
-    """``B^T a`` of F(2, 2): ``B^T = [[1, -1, 0], [0, 1, 0], [0, -1, 1]]``."""
-    return a0 - a1, a1, a2 - a1
 
 
 @njit(cache=True)
@@ -1001,12 +951,6 @@ def _wino_out_strided(mbuf, mb, mstride, oflat, d0, rstep, cstep, bv, n, two_row
                 oflat[d + u(rstep + cstep)] = bv + y11
                 s += oflat[d + u(rstep + cstep)]
         chk[c0] += s * 0.0
-
-
-@njit(cache=True)
-def _bt4(a0, a1, a2, a3):
-    """``B^T a`` for ``B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]``."""
-    return a0 - a2, a1 + a2, a2 - a1, a1 - a3
 
 
 @njit(cache=True)
@@ -1291,7 +1235,7 @@ def _wino_inputs(bflat, blen, pstride, wb, e0y, e0x, g, scr, vst, ptiles, p0, np
             # next run rewrites, or the zeroed tail / the next row's skew line;
             # reads stay within the image's planes + the checked slack)
             _wino_in_row(scr, u(c * ptiles + p), vst, bflat,
-                         u(cbase + (e0y + 2 * tyy) * wb + e0x + 2 * txx), wb, n, nin, True)
+                         u(cbase + (e0y + 2 * tyy) * wb + e0x + 2 * txx), wb, n, nin)
             p += n
         for e in range(tt):
             o = e * vst + c * ptiles

@@ -579,7 +579,8 @@ def run_winograd(kernels, x, weight, b, out, p, wp: WinogradPlan, rmap, cmap, th
         nworkers = max(1, min(threads, tasks))
         kernels.phase_planes(x, n0, nb, rmap, cmap, p.padding[2], 1, 1, wp.hb, wp.wb,
                              wp.pstride, buf)
-        scratch = workspace("winograd_scratch", (nworkers, wp.scratch_len(cg, x.dtype.itemsize)), x.dtype)
+        scratch = workspace("winograd_scratch",
+                            (nworkers, wp.scratch_len(cg, x.dtype.itemsize)), x.dtype)
         kernels.winograd_tiles(buf, nb, n0, wp.hb, wp.wb, wp.pstride, phases, upack[None], b,
                                out, g, 1, 1, -(-p.h_out // 2), -(-p.w_out // 2), wp.ptiles,
                                wp.kc, wp.mc, wp.shape_id, nworkers, scratch, chk, False)
@@ -587,7 +588,7 @@ def run_winograd(kernels, x, weight, b, out, p, wp: WinogradPlan, rmap, cmap, th
 
 
 # --------------------------------------------------------------------------
-# transposed convolution by Winograd F(2x2, 2x2), one output phase at a time
+# transposed convolution by Winograd F(2x2, 2x2): every output phase of a block per task
 # --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WinogradTransposedPlan:
@@ -652,7 +653,6 @@ def _plan_winograd_transposed(p, itemsize: int, threads: int, cap: int):
     (sh, sw), (ph, pw) = p.stride, p.padding
     yph, top, hq = _transposed_axis(p.h, p.h_out, p.kh, 1, ph, sh)
     xph, left, wq = _transposed_axis(p.w, p.w_out, p.kw, 1, pw, sw)
-    shape_id, mr, tile, nblk = _register_block(og, itemsize, 64)
     phases = []
     for ry, (rows, ytaps) in enumerate(yph):
         for rx, (cols, xtaps) in enumerate(xph):
@@ -664,6 +664,7 @@ def _plan_winograd_transposed(p, itemsize: int, threads: int, cap: int):
     # one tile grid for all phases (each writes only its own outputs)
     ty = max(-(-ph_[2] // 2) for ph_ in phases)
     tx = max(-(-ph_[3] // 2) for ph_ in phases)
+    shape_id, mr, tile, nblk = _register_block(og, itemsize, ty * tx)
     hb = max([hq] + [ph_[4] + 2 * ty + 1 for ph_ in phases])
     wb = max([wq] + [ph_[5] + 2 * tx + 2 for ph_ in phases])
     pstride = _plane_stride(hb, wb, itemsize)
