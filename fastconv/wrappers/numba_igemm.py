@@ -498,10 +498,8 @@ class WinogradPlan:
     images_per_chunk: int
 
     def scratch_len(self, cg: int, itemsize: int) -> int:
-        """V then M, each transformed tap's rows one 64-byte line further apart than packed."""
-        line = 64 // itemsize
-        return 16 * (cg * self.ptiles + line) + 16 * (min(self.mc, self.nblk * self.mr)
-                                                      * self.ptiles + line)
+        return _wino_scratch_len(16, cg, min(self.mc, self.nblk * self.mr), self.ptiles,
+                                 itemsize)
 
 
 def winograd_unsupported(p) -> str | None:
@@ -529,17 +527,30 @@ def _plan_winograd(p, itemsize: int, threads: int, cap: int) -> WinogradPlan | N
     ntiles = ty * tx
     shape_id, mr, tile, nblk = _register_block(og, itemsize, ntiles)
     ptiles = _wino_ptiles(images * ntiles, p.groups, threads, tile)
-    kc = max(1, min(cg, WINO_B_L1_BYTES // (tile * itemsize)))
-    mc = max(mr, min(nblk * mr, WINO_MC) // mr * mr)
+    kc, mc = _wino_chunks(cg, nblk, mr, tile, itemsize)
     return WinogradPlan(hb=hb, wb=wb, pstride=pstride, blen=blen, shape_id=shape_id, mr=mr,
                         tile=tile, nblk=nblk, ptiles=ptiles, kc=kc, mc=mc,
                         images_per_chunk=images)
 
 
+def _wino_chunks(cg: int, nblk: int, mr: int, tile: int, itemsize: int) -> tuple[int, int]:
+    """(kc, mc): channels per reduction chunk (:data:`WINO_B_L1_BYTES`), output channels per
+    GEMM group (:data:`WINO_MC`, a multiple of MR)."""
+    kc = max(1, min(cg, WINO_B_L1_BYTES // (tile * itemsize)))
+    return kc, max(mr, min(nblk * mr, WINO_MC) // mr * mr)
+
+
+def _wino_scratch_len(taps: int, cg: int, mc: int, ptiles: int, itemsize: int) -> int:
+    """A worker's V then M (``winograd_tiles``), each transformed tap's rows one 64-byte
+    line further apart than packed."""
+    line = 64 // itemsize
+    return taps * (cg * ptiles + line) + taps * (mc * ptiles + line)
+
+
 def _wino_ptiles(tiles: int, groups: int, threads: int, tile: int, most: int | None = None) -> int:
     """Tiles per Winograd task out of ``tiles`` per group (a multiple of ``tile``, at most ``most``)."""
     most = WINO_MAX_TILES if most is None else most
-    # tiles per task (blocks may span images), up to WINO_MAX_TILES: the block
+    # tiles per task (blocks may span images), up to ``most``: the block
     # that leaves the busiest thread the least work, counting every task's
     # stream of all the transformed weights as WINO_TASK_COST_TILES tiles
     # (VGG-16 conv3_2, 784 tiles on 2 threads: 96 a task puts 5 of 9 tasks
@@ -616,9 +627,7 @@ class WinogradTransposedPlan:
     mc: int
 
     def scratch_len(self, cg: int, itemsize: int) -> int:
-        line = 64 // itemsize
-        one = 9 * (cg * self.ptiles + line) + 9 * (min(self.mc, self.nblk * self.mr)
-                                                    * self.ptiles + line)
+        one = _wino_scratch_len(9, cg, min(self.mc, self.nblk * self.mr), self.ptiles, itemsize)
         return 2 * one if self.pair else one
 
 
@@ -673,8 +682,7 @@ def _plan_winograd_transposed(p, itemsize: int, threads: int, cap: int):
         return None
     images = max(1, min(p.n, cap // (blen * itemsize)))
     ptiles = _wino_ptiles(images * ty * tx, p.groups, threads, tile, WINO_MAX_TILES_PHASED)
-    kc = max(1, min(cg, WINO_B_L1_BYTES // (tile * itemsize)))
-    mc = max(mr, min(nblk * mr, WINO_MC) // mr * mr)
+    kc, mc = _wino_chunks(cg, nblk, mr, tile, itemsize)
     table = np.array([ph_[:6] for ph_ in phases], dtype=np.int64)
     # stride 2 across: the two column phases of each row phase store together
     pair = (WINO_PAIR_PHASES and sw == 2 and len(phases) % 2 == 0 and all(
